@@ -1,0 +1,26 @@
+/*
+ * The subcommand table shared by main.c and the cmd_*.c files. Each
+ * subcommand gets argv starting at its own name and returns the process exit
+ * code (CONTRACT §6: 0 clean, 2 bad configuration, 1 other failures).
+ */
+#ifndef TB_CMD_INT_H
+#define TB_CMD_INT_H
+
+enum { TB_EXIT_OK = 0, TB_EXIT_FAILURE = 1, TB_EXIT_USAGE = 2 };
+
+typedef int (*tb_cmd_fn)(int argc, char **argv);
+
+typedef struct tb_cmd {
+    const char *name;
+    const char *summary;
+    tb_cmd_fn run;
+} tb_cmd_t;
+
+/** The subcommands, in help order; defined in main.c. */
+extern const tb_cmd_t tb__cmd_table[];
+extern const unsigned tb__cmd_count;
+
+/** Writes "topobus: <msg>\n" to stderr in one write. */
+void tb__cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
