@@ -20,6 +20,9 @@ typedef struct tb_cmd {
 extern const tb_cmd_t tb__cmd_table[];
 extern const unsigned tb__cmd_count;
 
+/* Subcommands, each in its cmd_<name>.c. */
+int tb__cmd_token(int argc, char **argv);
+
 /** Writes "topobus: <msg>\n" to stderr in one write. */
 void tb__cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -18,6 +18,7 @@
 #endif
 
 const tb_cmd_t tb__cmd_table[] = {
+    {"token", "print a signed JWT for a subject and roles", tb__cmd_token},
     {"version", "print the version", NULL},
 };
 const unsigned tb__cmd_count = sizeof tb__cmd_table / sizeof tb__cmd_table[0];
