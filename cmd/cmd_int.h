@@ -22,6 +22,12 @@ extern const unsigned tb__cmd_count;
 
 /* Subcommands, each in its cmd_<name>.c. */
 int tb__cmd_token(int argc, char **argv);
+int tb__cmd_gateway(int argc, char **argv);
+
+/** Blocks SIGINT/SIGTERM in this and all later threads; ignores SIGPIPE. Call first. */
+void tb__cmd_block_signals(void);
+/** Waits for SIGINT or SIGTERM (blocked by tb__cmd_block_signals) and returns it. */
+int tb__cmd_wait_for_signal(void);
 
 /** Writes "topobus: <msg>\n" to stderr in one write. */
 void tb__cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

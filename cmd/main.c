@@ -18,6 +18,7 @@
 #endif
 
 const tb_cmd_t tb__cmd_table[] = {
+    {"gateway", "run the HTTP/SSE gateway", tb__cmd_gateway},
     {"token", "print a signed JWT for a subject and roles", tb__cmd_token},
     {"version", "print the version", NULL},
 };

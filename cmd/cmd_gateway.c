@@ -1,0 +1,74 @@
+/*
+ * `topobus gateway`: the HTTP/SSE gateway alone. Runs until SIGTERM or
+ * SIGINT, then shuts down gracefully and exits 0.
+ */
+#include <stdlib.h>
+
+#include "cmd_int.h"
+#include "tb/clock.h"
+#include "tb/config.h"
+#include "tb/gateway.h"
+#include "tb/log.h"
+
+static const tb_cli_spec_t gateway_spec = {
+    .command = "gateway",
+    .settings = TB_SET_LISTEN | TB_SET_BUS | TB_SET_DB | TB_SET_KEEPALIVE | TB_SET_DRAIN |
+                TB_SET_LOOPS | TB_SET_JWT | TB_SET_SSE_CAP | TB_SET_CORS | TB_SET_LOG,
+    .usage = "[--listen HOST:PORT] [--bus URL] [--db URL] [--loops N] ...",
+};
+
+int tb__cmd_gateway(int argc, char **argv)
+{
+    tb__cmd_block_signals();
+    tb_config_t cfg;
+    const char *args[1];
+    size_t nargs;
+    bool help;
+    char err[512];
+    if (tb_config_load(&cfg, &gateway_spec, argc, argv, NULL, args, &nargs, &help, err,
+                       sizeof err)) {
+        tb__cmd_error("%s", err);
+        return TB_EXIT_USAGE;
+    }
+    if (help) {
+        tb_config_print_help(&gateway_spec, 1);
+        tb_config_cleanup(&cfg);
+        return TB_EXIT_OK;
+    }
+    tb_log_set_level(cfg.log_level);
+    int rc = TB_EXIT_USAGE;
+    tb_auth_t *auth = NULL;
+    tb_gateway_t *gw = NULL;
+    if (!cfg.jwt_secret && !cfg.jwt_public_key_file) {
+        tb__cmd_error("TOPOBUS_JWT_SECRET: not set (the gateway refuses to start without a key; "
+                      "set TOPOBUS_JWT_SECRET, TOPOBUS_JWT_SECRET_FILE or "
+                      "TOPOBUS_JWT_PUBLIC_KEY_FILE)");
+        goto out;
+    }
+    if (tb_auth_create(&auth, cfg.jwt_secret, cfg.jwt_secret_len, cfg.jwt_public_key_file, err,
+                       sizeof err)) {
+        tb__cmd_error("%s", err);
+        goto out;
+    }
+    tb_gateway_deps_t deps = {.cfg = &cfg, .auth = auth};
+    tb_status st = tb_gateway_create(&gw, &deps, err, sizeof err);
+    if (st) {
+        tb__cmd_error("%s", err);
+        rc = st == TB_EINVAL ? TB_EXIT_USAGE : TB_EXIT_FAILURE;
+        goto out;
+    }
+    if (tb_gateway_start(gw)) {
+        tb__cmd_error("cannot start the gateway threads");
+        rc = TB_EXIT_FAILURE;
+        goto out;
+    }
+    tb_config_log(&cfg, &gateway_spec);
+    int sig = tb__cmd_wait_for_signal();
+    tb_log(TB_LOG_NOTICE, "gateway", "signal %d: shutting down", sig);
+    rc = TB_EXIT_OK;
+out:
+    tb_gateway_destroy(gw);
+    tb_auth_destroy(auth);
+    tb_config_cleanup(&cfg);
+    return rc;
+}

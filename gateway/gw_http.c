@@ -1,0 +1,343 @@
+/*
+ * The lws protocol callback: one HTTP transaction per gw_request_t (lws'
+ * per-session memory, reused across keep-alive requests and reset for each),
+ * routing, request bodies with a size cap, replies written in chunks, CORS
+ * and the access log. Loop thread only.
+ */
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw_int.h"
+#include "tb/alloc.h"
+#include "tb/clock.h"
+#include "tb/log.h"
+
+enum { HEADER_BUF = 4096, AUTH_HEADER_MAX = TB_AUTH_TOKEN_MAX + 16 };
+
+/* Frees what the transaction holds and forgets it; idempotent. */
+static void request_finish(gw_request_t *req)
+{
+    if (!req->active)
+        return;
+    atomic_fetch_sub(&req->gw->counters.in_flight, 1);
+    free(req->authorization);
+    free(req->origin);
+    tb_buf_cleanup(&req->body);
+    tb_buf_cleanup(&req->response);
+    memset(req, 0, sizeof *req);
+}
+
+static void access_log(const gw_request_t *req, const char *note)
+{
+    int64_t ms = tb_clock_mono_ms() - req->started_ms;
+    /* The path excludes the query string, so tokens and tickets never reach the log. */
+    tb_log(TB_LOG_INFO, "http", "%s %s %d %zu %lldms%s", req->method_name, req->path, req->status,
+           req->response.len, (long long)ms, note);
+}
+
+static void count_status(tb_gateway_t *gw, int status)
+{
+    if (status >= 500)
+        atomic_fetch_add(&gw->counters.responses_5xx, 1);
+    else if (status >= 400)
+        atomic_fetch_add(&gw->counters.responses_4xx, 1);
+    else
+        atomic_fetch_add(&gw->counters.responses_2xx, 1);
+}
+
+void tb__gw_reply(gw_request_t *req, int status, const char *content_type, const char *body,
+                  size_t len)
+{
+    req->status = status;
+    req->content_type = content_type;
+    tb_buf_reset(&req->response);
+    tb_buf_append(&req->response, body, len);
+}
+
+void tb__gw_reply_error(gw_request_t *req, int status, const char *code, const char *message)
+{
+    json_t *obj = json_pack("{s:s, s:s}", "error", code, "message", message);
+    char *text = json_dumps(obj, JSON_COMPACT);
+    tb__gw_reply(req, status, "application/json", text, strlen(text));
+    free(text);
+    json_decref(obj);
+}
+
+void tb__gw_add_header(gw_request_t *req, const char *name, const char *value)
+{
+    if (req->nheaders >= GW_MAX_EXTRA_HEADERS)
+        return;
+    gw_header_t *h = &req->headers[req->nheaders++];
+    h->name = name;
+    snprintf(h->value, sizeof h->value, "%s", value);
+}
+
+bool tb__gw_query(gw_request_t *req, const char *name, char *out, size_t outlen)
+{
+    char key[32];
+    snprintf(key, sizeof key, "%s=", name);
+    size_t keylen = strlen(key);
+    char *buf = tb_xmalloc(outlen + keylen + 1);
+    const char *v = lws_get_urlarg_by_name(req->wsi, key, buf, (int)(outlen + keylen));
+    bool found = v != NULL;
+    if (found)
+        snprintf(out, outlen, "%s", v);
+    free(buf);
+    return found;
+}
+
+/* A header value as a new string, or NULL if absent or longer than max. */
+static char *copy_header(struct lws *wsi, enum lws_token_indexes token, int max)
+{
+    int len = lws_hdr_total_length(wsi, token);
+    if (len <= 0 || len > max)
+        return NULL;
+    char *v = tb_xmalloc((size_t)len + 1);
+    if (lws_hdr_copy(wsi, v, len + 1, token) < 0) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* The configured CORS origin list allows origin ("*" allows any). */
+static bool origin_allowed(const gw_request_t *req)
+{
+    const char *list = req->gw->deps.cfg->cors_origins;
+    if (!list || !req->origin)
+        return false;
+    size_t olen = strlen(req->origin);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        while (len > 0 && p[0] == ' ') {
+            p++;
+            len--;
+        }
+        if ((len == 1 && p[0] == '*') || (len == olen && memcmp(p, req->origin, len) == 0))
+            return true;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
+static int send_headers(gw_request_t *req)
+{
+    uint8_t buf[LWS_PRE + HEADER_BUF];
+    uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    struct lws *wsi = req->wsi;
+    if (lws_add_http_common_headers(wsi, (unsigned)req->status, req->content_type,
+                                    req->response.len, &p, end))
+        return -1;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    for (unsigned i = 0; i < req->nheaders; i++) {
+        const gw_header_t *h = &req->headers[i];
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)h->name,
+                                        (const unsigned char *)h->value, (int)strlen(h->value),
+                                        &p, end))
+            return -1;
+    }
+    if (origin_allowed(req) &&
+        (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
+                                     (const unsigned char *)req->origin,
+                                     (int)strlen(req->origin), &p, end) ||
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"vary:",
+                                     (const unsigned char *)"origin", 6, &p, end)))
+        return -1;
+    if (req->close_after &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                    (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    req->headers_sent = true;
+    count_status(req->gw, req->status);
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int respond(gw_request_t *req)
+{
+    if (!req->status)
+        tb__gw_reply_error(req, 500, "internal", "the handler produced no response");
+    return send_headers(req);
+}
+
+static void allow_header(gw_request_t *req, unsigned methods)
+{
+    tb__gw_add_header(req, "allow:",
+                      (methods & GW_GET) && (methods & GW_POST) ? "GET, POST"
+                      : (methods & GW_POST)                     ? "POST"
+                                                                : "GET");
+}
+
+static int dispatch(gw_request_t *req)
+{
+    const gw_route_t *r = req->route;
+    gw_handler_fn fn = req->method == GW_GET ? r->get : r->post;
+    fn(req);
+    return respond(req);
+}
+
+static void preflight(gw_request_t *req)
+{
+    tb__gw_reply(req, 204, "text/plain", "", 0);
+    if (!origin_allowed(req))
+        return;
+    tb__gw_add_header(req, "access-control-allow-methods:", "GET, POST");
+    tb__gw_add_header(req, "access-control-allow-headers:",
+                      "authorization, content-type, last-event-id");
+    tb__gw_add_header(req, "access-control-max-age:", "600");
+}
+
+static gw_method method_of(struct lws *wsi, const char **name)
+{
+    char *uri;
+    int ulen;
+    switch (lws_http_get_uri_and_method(wsi, &uri, &ulen)) {
+    case LWSHUMETH_GET:
+        *name = "GET";
+        return GW_GET;
+    case LWSHUMETH_POST:
+        *name = "POST";
+        return GW_POST;
+    case LWSHUMETH_OPTIONS:
+        *name = "OPTIONS";
+        return GW_OPTIONS;
+    default:
+        *name = "OTHER";
+        return GW_OTHER;
+    }
+}
+
+static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const char *path,
+                      size_t len)
+{
+    request_finish(req); /* a keep-alive connection reuses the memory */
+    req->active = true;
+    req->gw = loop->gw;
+    req->loop = loop;
+    req->wsi = wsi;
+    req->started_ms = tb_clock_mono_ms();
+    atomic_fetch_add(&loop->gw->counters.in_flight, 1);
+    atomic_fetch_add(&loop->gw->counters.requests, 1);
+    req->method = method_of(wsi, &req->method_name);
+    snprintf(req->path, sizeof req->path, "%.*s", (int)(len > GW_PATH_MAX ? GW_PATH_MAX : len),
+             path);
+    req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, AUTH_HEADER_MAX);
+    req->origin = copy_header(wsi, WSI_TOKEN_ORIGIN, 256);
+    if (len > GW_PATH_MAX) {
+        tb__gw_reply_error(req, 414, "uri_too_long", "the request path is too long");
+        return respond(req);
+    }
+    req->route = tb__gw_route_match(req->path, req->topology_id, &req->topology_id_valid);
+    if (!req->route) {
+        tb__gw_reply_error(req, 404, "not_found", "no such route");
+        return respond(req);
+    }
+    if (req->method == GW_OPTIONS) {
+        preflight(req);
+        return respond(req);
+    }
+    if (!(req->route->methods & req->method)) {
+        allow_header(req, req->route->methods);
+        tb__gw_reply_error(req, 405, "method_not_allowed", "method not allowed on this route");
+        return respond(req);
+    }
+    if (req->method == GW_GET)
+        return dispatch(req);
+    /* POST: the handler runs once the body is complete. */
+    char cl[32];
+    long long declared = -1;
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+        declared = atoll(cl);
+    if (declared > GW_BODY_MAX) {
+        req->close_after = true; /* the unread body must not be parsed as a request */
+        tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
+        return respond(req);
+    }
+    if (declared == 0 || (declared < 0 && !lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING)))
+        return dispatch(req);
+    return 0;
+}
+
+static int on_body(gw_request_t *req, const void *in, size_t len)
+{
+    if (!req->active || req->headers_sent)
+        return 0;
+    if (req->body.len + len > GW_BODY_MAX) {
+        req->close_after = true;
+        tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
+        return respond(req);
+    }
+    tb_buf_append(&req->body, in, len);
+    return 0;
+}
+
+static int on_writeable(gw_request_t *req)
+{
+    if (!req->active || !req->headers_sent)
+        return 0;
+    size_t remaining = req->response.len - req->sent;
+    if (remaining > 0) {
+        uint8_t buf[LWS_PRE + GW_WRITE_CHUNK];
+        size_t n = remaining < GW_WRITE_CHUNK ? remaining : GW_WRITE_CHUNK;
+        bool last = n == remaining;
+        memcpy(buf + LWS_PRE, req->response.data + req->sent, n);
+        if (lws_write(req->wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) <
+            (int)n)
+            return -1;
+        req->sent += n;
+        if (!last) {
+            lws_callback_on_writable(req->wsi);
+            return 0;
+        }
+    }
+    access_log(req, "");
+    bool close = req->close_after;
+    struct lws *wsi = req->wsi;
+    request_finish(req);
+    if (close || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    gw_request_t *req = user;
+    gw_loop_t *loop = lws_context_user(lws_get_context(wsi));
+    /* An int switch: lws has ~100 reasons and this handles a few (-Wswitch-enum). */
+    switch ((int)reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* Returning non-zero here would break lws' internal wake pipe: always 0. */
+        tb__gw_loop_drain_inbox(loop);
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        return on_request(loop, req, wsi, in, len);
+    case LWS_CALLBACK_HTTP_BODY:
+        return on_body(req, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!req->active || req->headers_sent)
+            return 0;
+        return dispatch(req);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return on_writeable(req);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (req && req->active) {
+            if (!req->status)
+                req->status = 499; /* the client went away before a response */
+            access_log(req, req->headers_sent ? " (client closed early)" : " (client closed)");
+            request_finish(req);
+        }
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}

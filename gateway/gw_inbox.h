@@ -1,0 +1,64 @@
+/*
+ * The inbox of one event loop: a bounded multi-producer FIFO under a mutex.
+ * Producers (the accept thread, bus threads) push and wake the loop with
+ * lws_cancel_service() only when the queue goes from empty to non-empty; the
+ * loop takes the whole queue at once on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+ * Lock order: the inbox mutex is a leaf; nothing is called while holding it.
+ */
+#ifndef TB_GW_INBOX_H
+#define TB_GW_INBOX_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tb/base.h"
+#include "tb/event.h"
+
+struct lws_context;
+
+typedef enum gw_msg_kind {
+    GW_MSG_ADOPT,     /* fd: an accepted connection for this loop */
+    GW_MSG_EVENT,     /* event: a bus event (a reference owned by the message) */
+    GW_MSG_BUS_STATE, /* state: the bus went up, down or disabled */
+    GW_MSG_DROPPED,   /* topology: events of this topology were lost upstream */
+    GW_MSG_WAKE,      /* nothing: re-check loop state (shutdown, drain) */
+} gw_msg_kind;
+
+typedef struct gw_msg {
+    struct gw_msg *next;
+    gw_msg_kind kind;
+    int fd;
+    int state;
+    tb_event_t *event;
+    char topology[65];
+} gw_msg_t;
+
+typedef struct gw_inbox {
+    pthread_mutex_t lock;
+    gw_msg_t *head, *tail;
+    size_t count, capacity;
+    bool closed;
+    struct lws_context *ctx; /* woken on empty -> non-empty */
+} gw_inbox_t;
+
+void gw_inbox_init(gw_inbox_t *in, size_t capacity);
+/** Frees queued messages (closing adopt fds, dropping event refs). Loop stopped. */
+void gw_inbox_cleanup(gw_inbox_t *in);
+/** Sets the context to wake; before any push. */
+void gw_inbox_set_context(gw_inbox_t *in, struct lws_context *ctx);
+/**
+ * Queues msg (taken, also on failure: freed with what it holds) and wakes the
+ * loop if the queue was empty. TB_EFULL when at capacity (adopt messages
+ * ignore the bound: a connection is never dropped for queue space),
+ * TB_ECLOSED after gw_inbox_close. Any thread.
+ */
+tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg);
+/** Takes every queued message, oldest first; the caller frees each with gw_msg_free. */
+gw_msg_t *gw_inbox_take_all(gw_inbox_t *in);
+/** Refuses further pushes. Any thread. */
+void gw_inbox_close(gw_inbox_t *in);
+/** Frees a message and what it holds (closes an unadopted fd, unrefs an event). */
+void gw_msg_free(gw_msg_t *msg);
+
+#endif

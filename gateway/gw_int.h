@@ -1,0 +1,126 @@
+/*
+ * Gateway internals shared by its files. Threads: the accept thread touches
+ * only the listening socket and the inboxes; each loop thread owns its lws
+ * context, every wsi on it and every gw_request_t; the controlling thread
+ * creates and destroys. Counters are atomics readable from any thread.
+ */
+#ifndef TB_GW_INT_H
+#define TB_GW_INT_H
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gw_inbox.h"
+#include "tb/buf.h"
+#include "tb/gateway.h"
+#include "tb/ticket.h"
+#include "tb/topic.h"
+
+#define GW_BODY_MAX (64 * 1024)     /* request body limit (413 above) */
+#define GW_PATH_MAX 1024            /* longer request paths are answered 414 */
+#define GW_INBOX_CAPACITY 65536     /* messages waiting for one loop */
+#define GW_WRITE_CHUNK (16 * 1024)  /* bytes per lws_write of a response body */
+#define GW_MAX_EXTRA_HEADERS 6
+
+typedef enum gw_method { GW_GET = 1, GW_POST = 2, GW_OPTIONS = 4, GW_OTHER = 8 } gw_method;
+
+typedef struct gw_loop {
+    struct tb_gateway *gw;
+    unsigned index;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+    gw_inbox_t inbox;
+} gw_loop_t;
+
+typedef struct gw_counters {
+    atomic_uint_fast64_t requests;
+    atomic_uint_fast64_t responses_2xx, responses_4xx, responses_5xx;
+    atomic_uint_fast64_t connections_accepted;
+    atomic_uint_fast64_t connections_refused; /* accept failed: fd limit, memory */
+    atomic_int_fast64_t in_flight;
+} gw_counters_t;
+
+struct tb_gateway {
+    tb_gateway_deps_t deps;
+    int listen_fd;
+    int accept_wake_fd; /* eventfd: wakes the accept thread to stop */
+    char address[64];
+    pthread_t accept_thread;
+    bool accept_started;
+    atomic_bool accepting;
+    gw_loop_t *loops;
+    unsigned nloops;
+    unsigned next_loop; /* accept thread only */
+    bool stopped;
+    tb_tickets_t *tickets;
+    gw_counters_t counters;
+    double started_at;
+};
+
+typedef struct gw_header {
+    const char *name; /* static, lower-case with ':' ("allow:") */
+    char value[128];
+} gw_header_t;
+
+/* One HTTP transaction; lives in lws' per-session memory, reset per request. */
+typedef struct gw_request {
+    struct tb_gateway *gw;
+    gw_loop_t *loop;
+    struct lws *wsi;
+    bool active;          /* a transaction is in progress */
+    gw_method method;
+    const char *method_name;
+    char path[GW_PATH_MAX + 1];
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    bool topology_id_valid; /* the {id} segment follows the token grammar */
+    const struct gw_route *route;
+    char *authorization;  /* Authorization header value (heap), NULL if absent */
+    char *origin;         /* Origin header value (heap), NULL if absent */
+    tb_buf_t body;
+    bool body_too_large;
+    int64_t started_ms;
+    /* The response. */
+    int status;
+    const char *content_type;
+    tb_buf_t response;
+    size_t sent;
+    gw_header_t headers[GW_MAX_EXTRA_HEADERS];
+    unsigned nheaders;
+    bool headers_sent;
+    bool close_after; /* close the connection after this response */
+} gw_request_t;
+
+typedef void (*gw_handler_fn)(gw_request_t *req);
+
+typedef struct gw_route {
+    const char *pattern; /* "/topologies/{id}/events": {id} matches one segment */
+    unsigned methods;    /* gw_method bits */
+    gw_handler_fn get, post;
+} gw_route_t;
+
+/* gw_http.c: the lws protocol callback and replies. */
+int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len);
+/** Sets a JSON reply from text (copied). Loop thread. */
+void tb__gw_reply(gw_request_t *req, int status, const char *content_type, const char *body,
+                  size_t len);
+/** Sets an error reply `{"error":code,"message":message}`. Loop thread. */
+void tb__gw_reply_error(gw_request_t *req, int status, const char *code, const char *message);
+/** Adds a response header (name lower-case with ':'); silently ignored beyond the limit. */
+void tb__gw_add_header(gw_request_t *req, const char *name, const char *value);
+/** Reads a query argument (URL-decoded) into out; false if absent. */
+bool tb__gw_query(gw_request_t *req, const char *name, char *out, size_t outlen);
+
+/* gw_routes.c: the route table and matching. */
+const gw_route_t *tb__gw_route_match(const char *path, char *id_out, bool *id_valid);
+
+/* gw_server.c */
+void tb__gw_loop_drain_inbox(gw_loop_t *loop);
+
+#endif

@@ -1,0 +1,345 @@
+/*
+ * The gateway's process structure: the listening socket (ours, with
+ * SO_REUSEPORT, because lws 4.1.6 cannot share a port between contexts), the
+ * accept thread that deals connections round-robin to the loops' inboxes, and
+ * N lws contexts each serviced by its own thread.
+ *
+ * Threads: create/start/stop/destroy run on the controlling thread; the
+ * accept thread touches only the listening socket, the wake eventfd and the
+ * inboxes; each loop thread owns its context. Shutdown order: stop accepting
+ * → wait for in-flight requests (bounded) → stop and join loops → destroy
+ * contexts → free queued messages.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libwebsockets.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gw_int.h"
+#include "tb/alloc.h"
+#include "tb/clock.h"
+#include "tb/log.h"
+
+enum {
+    LISTEN_BACKLOG = 4096,
+    ACCEPT_BATCH = 64,
+    STOP_WAIT_MS = 5000,
+    TICKET_CAPACITY = 100000,
+    HEADER_DATA_MAX = 12288, /* room for an 8 KiB bearer token plus ordinary headers */
+    HEADER_POOL = 64,
+};
+
+static const struct lws_protocols protocols[] = {
+    {"tb-http", tb__gw_http_callback, sizeof(gw_request_t), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void lws_log_emit(int level, const char *line)
+{
+    /* 4.1.6 logs this at ERR for every h1 SSE stream; it is harmless (see NOTES-libs §1). */
+    if (strstr(line, "not h2 substream"))
+        return;
+    size_t len = strlen(line);
+    while (len > 0 && line[len - 1] == '\n')
+        len--;
+    tb_log(level & LLL_ERR ? TB_LOG_ERR : TB_LOG_WARN, "lws", "%.*s", (int)len, line);
+}
+
+/* Splits HOST:PORT or [V6]:PORT (validated by the config loader). */
+static void split_listen(const char *listen, char *host, size_t hostlen, char *port, size_t portlen)
+{
+    const char *colon = strrchr(listen, ':');
+    const char *h = listen;
+    size_t hlen = (size_t)(colon - listen);
+    if (h[0] == '[') {
+        h++;
+        hlen -= 2;
+    }
+    snprintf(host, hostlen, "%.*s", (int)hlen, h);
+    snprintf(port, portlen, "%s", colon + 1);
+}
+
+static void format_address(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        port = ntohs(s6->sin6_port);
+        snprintf(out, outlen, "[%s]:%u", ip, port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        port = ntohs(s4->sin_port);
+        snprintf(out, outlen, "%s:%u", ip, port);
+    }
+}
+
+static tb_status open_listener(tb_gateway_t *gw, char *err, size_t errlen)
+{
+    char host[128], port[16];
+    split_listen(gw->deps.cfg->listen, host, sizeof host, port, sizeof port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "--listen: cannot resolve %s: %s", host, gai_strerror(rc));
+        return TB_EINVAL;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    tb_status st = TB_OK;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        /* Several gateway processes may listen on one port; the kernel spreads connections. */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
+        snprintf(err, errlen, "--listen: cannot create socket: %s", strerror(errno));
+        st = TB_EIO;
+    } else if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, LISTEN_BACKLOG)) {
+        snprintf(err, errlen, "--listen: cannot listen on %s: %s", gw->deps.cfg->listen,
+                 strerror(errno));
+        st = TB_EIO;
+    }
+    freeaddrinfo(res);
+    if (st) {
+        if (fd >= 0)
+            close(fd);
+        return st;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    getsockname(fd, (struct sockaddr *)&bound, &blen);
+    format_address(&bound, gw->address, sizeof gw->address);
+    gw->listen_fd = fd;
+    return TB_OK;
+}
+
+static tb_status create_loop(tb_gateway_t *gw, gw_loop_t *loop, unsigned index, char *err,
+                             size_t errlen)
+{
+    loop->gw = gw;
+    loop->index = index;
+    atomic_init(&loop->stop, false);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = protocols;
+    info.user = loop;
+    info.timeout_secs = 10;         /* a request body must arrive within this */
+    info.timeout_secs_ah_idle = 10; /* headers must arrive within this */
+    info.keepalive_timeout = 5;
+    info.max_http_header_data = HEADER_DATA_MAX;
+    info.max_http_header_pool = HEADER_POOL;
+    loop->ctx = lws_create_context(&info);
+    if (!loop->ctx) {
+        snprintf(err, errlen, "cannot create event loop %u", index);
+        return TB_EBACKEND;
+    }
+    loop->vhost = lws_get_vhost_by_name(loop->ctx, "default");
+    TB_ASSERT(loop->vhost);
+    gw_inbox_init(&loop->inbox, GW_INBOX_CAPACITY);
+    gw_inbox_set_context(&loop->inbox, loop->ctx);
+    return TB_OK;
+}
+
+tb_status tb_gateway_create(tb_gateway_t **out, const tb_gateway_deps_t *deps, char *err,
+                            size_t errlen)
+{
+    *out = NULL;
+    tb_gateway_t *gw = tb_xcalloc(1, sizeof *gw);
+    gw->deps = *deps;
+    gw->listen_fd = -1;
+    gw->accept_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    gw->started_at = tb_clock_wall();
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    tb_tickets_create(&gw->tickets, TICKET_CAPACITY, TB_TICKET_TTL_S);
+    tb_status st = gw->accept_wake_fd < 0 ? TB_EIO : open_listener(gw, err, errlen);
+    if (st)
+        goto fail;
+    unsigned want = (unsigned)deps->cfg->loops;
+    gw->loops = tb_xcalloc(want, sizeof *gw->loops);
+    /* nloops counts only fully created loops, so a failure part-way cleans up exactly those. */
+    for (unsigned i = 0; i < want; i++) {
+        st = create_loop(gw, &gw->loops[i], i, err, errlen);
+        if (st)
+            goto fail;
+        gw->nloops++;
+    }
+    *out = gw;
+    return TB_OK;
+fail:
+    tb_gateway_destroy(gw);
+    return st;
+}
+
+const char *tb_gateway_address(const tb_gateway_t *gw)
+{
+    return gw->address;
+}
+
+void tb__gw_loop_drain_inbox(gw_loop_t *loop)
+{
+    gw_msg_t *m = gw_inbox_take_all(&loop->inbox);
+    while (m) {
+        gw_msg_t *next = m->next;
+        if (m->kind == GW_MSG_ADOPT) {
+            lws_sock_file_fd_type desc;
+            desc.sockfd = m->fd;
+            m->fd = -1; /* lws owns it now, and closes it itself if adoption fails */
+            if (!lws_adopt_descriptor_vhost(loop->vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP, desc,
+                                            NULL, NULL))
+                atomic_fetch_add(&loop->gw->counters.connections_refused, 1);
+        }
+        gw_msg_free(m);
+        m = next;
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    gw_loop_t *loop = arg;
+    while (!atomic_load(&loop->stop)) {
+        if (lws_service(loop->ctx, 0) < 0)
+            break;
+    }
+    return NULL;
+}
+
+/* Hands one accepted connection to the next loop. */
+static void deal_connection(tb_gateway_t *gw, int fd)
+{
+    int one = 1;
+    /* Adopted sockets miss the TCP_NODELAY lws sets on its own listener (NOTES-libs §10). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    gw_msg_t *msg = tb_xcalloc(1, sizeof *msg);
+    msg->kind = GW_MSG_ADOPT;
+    msg->fd = fd;
+    gw_loop_t *loop = &gw->loops[gw->next_loop++ % gw->nloops];
+    if (gw_inbox_push_take(&loop->inbox, msg) == TB_OK)
+        atomic_fetch_add(&gw->counters.connections_accepted, 1);
+}
+
+static void *accept_main(void *arg)
+{
+    tb_gateway_t *gw = arg;
+    int64_t last_warn = 0;
+    while (atomic_load(&gw->accepting)) {
+        struct pollfd p[2] = {{.fd = gw->listen_fd, .events = POLLIN},
+                              {.fd = gw->accept_wake_fd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            tb_log(TB_LOG_ERR, "gateway", "accept poll failed: %s", strerror(errno));
+            break;
+        }
+        if (p[1].revents)
+            break;
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+            int fd = accept4(gw->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                deal_connection(gw, fd);
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: back off briefly instead of spinning on a readable socket. */
+                atomic_fetch_add(&gw->counters.connections_refused, 1);
+                if (tb_clock_mono_ms() - last_warn > 10000) {
+                    tb_log(TB_LOG_WARN, "gateway", "cannot accept: %s", strerror(errno));
+                    last_warn = tb_clock_mono_ms();
+                }
+                poll(NULL, 0, 50);
+            }
+            break;
+        }
+    }
+    return NULL;
+}
+
+tb_status tb_gateway_start(tb_gateway_t *gw)
+{
+    for (unsigned i = 0; i < gw->nloops; i++) {
+        if (pthread_create(&gw->loops[i].thread, NULL, loop_main, &gw->loops[i]))
+            return TB_EIO;
+        gw->loops[i].thread_started = true;
+    }
+    atomic_store(&gw->accepting, true);
+    if (pthread_create(&gw->accept_thread, NULL, accept_main, gw))
+        return TB_EIO;
+    gw->accept_started = true;
+    tb_log(TB_LOG_NOTICE, "gateway", "serving on %s with %u event loop%s", gw->address, gw->nloops,
+           gw->nloops == 1 ? "" : "s");
+    return TB_OK;
+}
+
+static void stop_accepting(tb_gateway_t *gw)
+{
+    atomic_store(&gw->accepting, false);
+    if (gw->accept_started) {
+        uint64_t one = 1;
+        ssize_t n = write(gw->accept_wake_fd, &one, sizeof one);
+        (void)n;
+        pthread_join(gw->accept_thread, NULL);
+        gw->accept_started = false;
+    }
+    if (gw->listen_fd >= 0) {
+        close(gw->listen_fd);
+        gw->listen_fd = -1;
+    }
+}
+
+void tb_gateway_stop(tb_gateway_t *gw)
+{
+    if (!gw || gw->stopped)
+        return;
+    gw->stopped = true;
+    stop_accepting(gw);
+    /* Let requests that are being served finish (bounded). */
+    int64_t deadline = tb_clock_mono_ms() + STOP_WAIT_MS;
+    while (atomic_load(&gw->counters.in_flight) > 0 && tb_clock_mono_ms() < deadline)
+        poll(NULL, 0, 10);
+    for (unsigned i = 0; i < gw->nloops; i++) {
+        gw_loop_t *loop = &gw->loops[i];
+        atomic_store(&loop->stop, true);
+        gw_inbox_close(&loop->inbox);
+        if (loop->ctx)
+            lws_cancel_service(loop->ctx);
+        if (loop->thread_started) {
+            pthread_join(loop->thread, NULL);
+            loop->thread_started = false;
+        }
+    }
+    tb_log(TB_LOG_NOTICE, "gateway", "stopped");
+}
+
+void tb_gateway_destroy(tb_gateway_t *gw)
+{
+    if (!gw)
+        return;
+    tb_gateway_stop(gw);
+    for (unsigned i = 0; gw->loops && i < gw->nloops; i++) {
+        gw_loop_t *loop = &gw->loops[i];
+        if (loop->ctx)
+            lws_context_destroy(loop->ctx);
+        gw_inbox_cleanup(&loop->inbox);
+    }
+    free(gw->loops);
+    if (gw->listen_fd >= 0)
+        close(gw->listen_fd);
+    if (gw->accept_wake_fd >= 0)
+        close(gw->accept_wake_fd);
+    tb_tickets_destroy(gw->tickets);
+    free(gw);
+}
