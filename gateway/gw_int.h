@@ -44,6 +44,7 @@ typedef struct gw_counters {
     atomic_uint_fast64_t connections_accepted;
     atomic_uint_fast64_t connections_refused; /* accept failed: fd limit, memory */
     atomic_int_fast64_t in_flight;
+    atomic_uint_fast64_t publish_failed; /* events the bus dropped or refused */
 } gw_counters_t;
 
 struct tb_gateway {

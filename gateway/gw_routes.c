@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gw_api.h"
 #include "gw_auth_http.h"
 #include "gw_int.h"
 #include "tb/buf.h"
@@ -72,8 +73,16 @@ static void post_sse_ticket(gw_request_t *req)
 
 static const gw_route_t routes[] = {
     {"/healthz", GW_GET, get_healthz, NULL},
+    {"/readyz", GW_GET, tb__gw_api_get_readyz, NULL},
     {"/metrics", GW_GET, get_metrics, NULL},
     {"/auth/sse-ticket", GW_POST, NULL, post_sse_ticket},
+    {"/publish", GW_POST, NULL, tb__gw_api_post_publish},
+    {"/topologies", GW_GET | GW_POST, tb__gw_api_get_topologies, tb__gw_api_post_topologies},
+    {"/topologies/{id}", GW_GET, tb__gw_api_get_topology, NULL},
+    {"/topologies/{id}/deploy", GW_POST, NULL, tb__gw_api_post_deploy},
+    {"/topologies/{id}/teardown", GW_POST, NULL, tb__gw_api_post_teardown},
+    {"/topologies/{id}/mutations", GW_GET | GW_POST, tb__gw_api_get_mutations,
+     tb__gw_api_post_mutation},
 };
 
 /* Matches path against pattern segment by segment; `{id}` takes one non-empty segment. */

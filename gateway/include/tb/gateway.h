@@ -13,7 +13,9 @@
 #include <stddef.h>
 
 #include "tb/auth.h"
+#include "tb/bus.h"
 #include "tb/config.h"
+#include "tb/store.h"
 
 typedef struct tb_gateway tb_gateway_t;
 
@@ -21,6 +23,8 @@ typedef struct tb_gateway tb_gateway_t;
 typedef struct tb_gateway_deps {
     const tb_config_t *cfg;
     const tb_auth_t *auth;
+    tb_bus_t *bus;     /* the null bus when the bus is disabled; never NULL */
+    tb_store_t *store;
 } tb_gateway_deps_t;
 
 /**
