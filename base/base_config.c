@@ -48,7 +48,7 @@ static const setting_t settings[] = {
      NULL, "mutator fallback poll interval in seconds"},
     {TB_SET_DRAIN, "--drain", "TOPOBUS_DRAIN_S", KIND_LONG, offsetof(tb_config_t, drain_s), 0, 600,
      "5", NULL, "seconds over which streams are closed at shutdown"},
-    {TB_SET_LOOPS, "--loops", "TOPOBUS_LOOPS", KIND_LONG, offsetof(tb_config_t, loops), 1, 256, NULL,
+    {TB_SET_LOOPS, "--loops", "TOPOBUS_LOOPS", KIND_LONG, offsetof(tb_config_t, loops), 1, 64, NULL,
      NULL, "gateway event loops, one thread each (default: number of cores)"},
     {TB_SET_JWT, NULL, "TOPOBUS_JWT_PUBLIC_KEY_FILE", KIND_STRING,
      offsetof(tb_config_t, jwt_public_key_file), 0, 0, NULL, NULL,

@@ -11,14 +11,14 @@
 #include <string.h>
 
 #include "gw_int.h"
+#include "gw_sse.h"
 #include "tb/alloc.h"
 #include "tb/clock.h"
 #include "tb/log.h"
 
 enum { HEADER_BUF = 4096, AUTH_HEADER_MAX = TB_AUTH_TOKEN_MAX + 16 };
 
-/* Frees what the transaction holds and forgets it; idempotent. */
-static void request_finish(gw_request_t *req)
+void tb__gw_request_finish(gw_request_t *req)
 {
     if (!req->active)
         return;
@@ -30,12 +30,12 @@ static void request_finish(gw_request_t *req)
     memset(req, 0, sizeof *req);
 }
 
-static void access_log(const gw_request_t *req, const char *note)
+void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note)
 {
     int64_t ms = tb_clock_mono_ms() - req->started_ms;
     /* The path excludes the query string, so tokens and tickets never reach the log. */
     tb_log(TB_LOG_INFO, "http", "%s %s %d %zu %lldms%s", req->method_name, req->path, req->status,
-           req->response.len, (long long)ms, note);
+           bytes, (long long)ms, note);
 }
 
 static void count_status(tb_gateway_t *gw, int status)
@@ -125,16 +125,23 @@ static bool origin_allowed(const gw_request_t *req)
     return false;
 }
 
-static int send_headers(gw_request_t *req)
+int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len)
 {
     uint8_t buf[LWS_PRE + HEADER_BUF];
     uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
     struct lws *wsi = req->wsi;
-    if (lws_add_http_common_headers(wsi, (unsigned)req->status, req->content_type,
-                                    req->response.len, &p, end))
+    bool stream = content_len == LWS_ILLEGAL_HTTP_CONTENT_LEN;
+    if (lws_add_http_common_headers(wsi, (unsigned)req->status,
+                                    stream ? "text/event-stream" : req->content_type, content_len,
+                                    &p, end))
         return -1;
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-                                    (const unsigned char *)"no-store", 8, &p, end))
+                                    (const unsigned char *)cache_control,
+                                    (int)strlen(cache_control), &p, end))
+        return -1;
+    /* Proxies such as nginx must pass stream bytes through at once. */
+    if (stream && lws_add_http_header_by_name(wsi, (const unsigned char *)"x-accel-buffering:",
+                                              (const unsigned char *)"no", 2, &p, end))
         return -1;
     for (unsigned i = 0; i < req->nheaders; i++) {
         const gw_header_t *h = &req->headers[i];
@@ -158,7 +165,8 @@ static int send_headers(gw_request_t *req)
         return -1;
     req->headers_sent = true;
     count_status(req->gw, req->status);
-    lws_callback_on_writable(wsi);
+    if (!stream)
+        lws_callback_on_writable(wsi);
     return 0;
 }
 
@@ -166,7 +174,7 @@ static int respond(gw_request_t *req)
 {
     if (!req->status)
         tb__gw_reply_error(req, 500, "internal", "the handler produced no response");
-    return send_headers(req);
+    return tb__gw_write_headers(req, "no-store", req->response.len);
 }
 
 static void allow_header(gw_request_t *req, unsigned methods)
@@ -182,6 +190,8 @@ static int dispatch(gw_request_t *req)
     const gw_route_t *r = req->route;
     gw_handler_fn fn = req->method == GW_GET ? r->get : r->post;
     fn(req);
+    if (req->sse)
+        return req->sse_result; /* a stream answered for itself */
     return respond(req);
 }
 
@@ -219,7 +229,7 @@ static gw_method method_of(struct lws *wsi, const char **name)
 static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const char *path,
                       size_t len)
 {
-    request_finish(req); /* a keep-alive connection reuses the memory */
+    tb__gw_request_finish(req); /* a keep-alive connection reuses the memory */
     req->active = true;
     req->gw = loop->gw;
     req->loop = loop;
@@ -299,10 +309,10 @@ static int on_writeable(gw_request_t *req)
             return 0;
         }
     }
-    access_log(req, "");
+    tb__gw_access_log(req, req->response.len, "");
     bool close = req->close_after;
     struct lws *wsi = req->wsi;
-    request_finish(req);
+    tb__gw_request_finish(req);
     if (close || lws_http_transaction_completed(wsi))
         return -1;
     return 0;
@@ -328,13 +338,22 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
             return 0;
         return dispatch(req);
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        return on_writeable(req);
+        return req->sse ? tb__gw_sse_writeable(req) : on_writeable(req);
+    case LWS_CALLBACK_RAW_ADOPT_FILE:
+    case LWS_CALLBACK_RAW_RX_FILE:
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+    case LWS_CALLBACK_TIMER:
+        /* Only the loop's watcher (the hang-up epoll fd) is a raw file or has a timer. */
+        return tb__gw_sse_watcher_callback(loop, wsi, (int)reason);
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (req && req->active) {
+        if (req && req->sse) {
+            tb__gw_sse_closed(req);
+        } else if (req && req->active) {
             if (!req->status)
                 req->status = 499; /* the client went away before a response */
-            access_log(req, req->headers_sent ? " (client closed early)" : " (client closed)");
-            request_finish(req);
+            tb__gw_access_log(req, req->sent,
+                              req->headers_sent ? " (client closed early)" : " (client closed)");
+            tb__gw_request_finish(req);
         }
         return 0;
     default:

@@ -24,7 +24,7 @@ void gw_msg_free(gw_msg_t *msg)
         return;
     if (msg->kind == GW_MSG_ADOPT && msg->fd >= 0)
         close(msg->fd);
-    tb_event_unref(msg->event);
+    gw_frame_unref(msg->frame);
     free(msg);
 }
 

@@ -13,24 +13,22 @@
 #include <stddef.h>
 
 #include "tb/base.h"
-#include "tb/event.h"
+#include "gw_frame.h"
 
 struct lws_context;
 
 typedef enum gw_msg_kind {
     GW_MSG_ADOPT,     /* fd: an accepted connection for this loop */
-    GW_MSG_EVENT,     /* event: a bus event (a reference owned by the message) */
-    GW_MSG_BUS_STATE, /* state: the bus went up, down or disabled */
+    GW_MSG_EVENT,     /* frame: a formatted bus event (a reference owned by the message) */
     GW_MSG_DROPPED,   /* topology: events of this topology were lost upstream */
-    GW_MSG_WAKE,      /* nothing: re-check loop state (shutdown, drain) */
+    GW_MSG_DRAIN,     /* nothing: start closing streams over the drain window */
 } gw_msg_kind;
 
 typedef struct gw_msg {
     struct gw_msg *next;
     gw_msg_kind kind;
     int fd;
-    int state;
-    tb_event_t *event;
+    gw_frame_t *frame;
     char topology[65];
 } gw_msg_t;
 
@@ -43,7 +41,7 @@ typedef struct gw_inbox {
 } gw_inbox_t;
 
 void gw_inbox_init(gw_inbox_t *in, size_t capacity);
-/** Frees queued messages (closing adopt fds, dropping event refs). Loop stopped. */
+/** Frees queued messages (closing adopt fds, dropping frame refs). Loop stopped. */
 void gw_inbox_cleanup(gw_inbox_t *in);
 /** Sets the context to wake; before any push. */
 void gw_inbox_set_context(gw_inbox_t *in, struct lws_context *ctx);
@@ -58,7 +56,7 @@ tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg);
 gw_msg_t *gw_inbox_take_all(gw_inbox_t *in);
 /** Refuses further pushes. Any thread. */
 void gw_inbox_close(gw_inbox_t *in);
-/** Frees a message and what it holds (closes an unadopted fd, unrefs an event). */
+/** Frees a message and what it holds (closes an unadopted fd, unrefs a frame). */
 void gw_msg_free(gw_msg_t *msg);
 
 #endif

@@ -27,6 +27,9 @@
 
 typedef enum gw_method { GW_GET = 1, GW_POST = 2, GW_OPTIONS = 4, GW_OTHER = 8 } gw_method;
 
+struct gw_session;
+struct gw_loop_topology;
+
 typedef struct gw_loop {
     struct tb_gateway *gw;
     unsigned index;
@@ -36,6 +39,16 @@ typedef struct gw_loop {
     bool thread_started;
     atomic_bool stop;
     gw_inbox_t inbox;
+    atomic_bool overflowed; /* the inbox refused a message: resync every stream */
+    /* SSE state (gw_sse.c), loop thread only. */
+    struct gw_loop_topology **topics; /* hash buckets: topology id -> its streams here */
+    struct gw_session *sessions;      /* every stream on this loop */
+    size_t nsessions;
+    int watch_epfd;                   /* EPOLLRDHUP on every stream socket */
+    struct lws *watcher;              /* the epoll fd adopted as a raw file; carries the timer */
+    int bus_state;                    /* tb_bus_state_t as last told */
+    bool draining;
+    char *write_buf;                  /* LWS_PRE + GW_SSE_WRITE_BUDGET */
 } gw_loop_t;
 
 typedef struct gw_counters {
@@ -45,6 +58,12 @@ typedef struct gw_counters {
     atomic_uint_fast64_t connections_refused; /* accept failed: fd limit, memory */
     atomic_int_fast64_t in_flight;
     atomic_uint_fast64_t publish_failed; /* events the bus dropped or refused */
+    atomic_uint_fast64_t inbox_overflows; /* messages a full loop inbox refused */
+    atomic_int_fast64_t sse_open;         /* streams open now */
+    atomic_uint_fast64_t sse_opened;      /* streams ever opened */
+    atomic_uint_fast64_t sse_resyncs;     /* snapshots sent to replace a lost backlog */
+    atomic_uint_fast64_t sse_frames;      /* event frames queued to streams */
+    atomic_uint_fast64_t sse_rejected_cap; /* 429 answers */
 } gw_counters_t;
 
 struct tb_gateway {
@@ -60,6 +79,9 @@ struct tb_gateway {
     unsigned next_loop; /* accept thread only */
     bool stopped;
     tb_tickets_t *tickets;
+    struct gw_fanout *fanout;
+    struct gw_users *users;
+    uint64_t bus_epoch;
     gw_counters_t counters;
     double started_at;
 };
@@ -95,6 +117,8 @@ typedef struct gw_request {
     unsigned nheaders;
     bool headers_sent;
     bool close_after; /* close the connection after this response */
+    struct gw_session *sse; /* set while the request is an open stream */
+    int sse_result;         /* lws result of opening the stream */
 } gw_request_t;
 
 typedef void (*gw_handler_fn)(gw_request_t *req);
@@ -120,6 +144,16 @@ bool tb__gw_query(gw_request_t *req, const char *name, char *out, size_t outlen)
 
 /* gw_routes.c: the route table and matching. */
 const gw_route_t *tb__gw_route_match(const char *path, char *id_out, bool *id_valid);
+
+/**
+ * Writes the status line and headers of req's response (content_len may be
+ * LWS_ILLEGAL_HTTP_CONTENT_LEN for a stream), with the extra headers and CORS.
+ */
+int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len);
+/** Writes the access-log line of req. */
+void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note);
+/** Ends req's transaction bookkeeping (idempotent). */
+void tb__gw_request_finish(gw_request_t *req);
 
 /* gw_server.c */
 void tb__gw_loop_drain_inbox(gw_loop_t *loop);

@@ -10,6 +10,8 @@
 #include "gw_api.h"
 #include "gw_auth_http.h"
 #include "gw_int.h"
+#include "gw_sse.h"
+#include "gw_fanout.h"
 #include "tb/buf.h"
 #include "tb/clock.h"
 
@@ -48,6 +50,24 @@ static void get_metrics(gw_request_t *req)
            atomic_load(&c->connections_refused));
     metric(&b, "topobus_sse_tickets", "gauge", "SSE tickets minted and not yet used",
            tb_tickets_count(req->gw->tickets));
+    metric(&b, "topobus_sse_streams", "gauge", "SSE streams open",
+           (unsigned long long)atomic_load(&c->sse_open));
+    metric(&b, "topobus_sse_streams_opened_total", "counter", "SSE streams opened",
+           atomic_load(&c->sse_opened));
+    metric(&b, "topobus_sse_frames_total", "counter", "event frames queued to streams",
+           atomic_load(&c->sse_frames));
+    metric(&b, "topobus_sse_resyncs_total", "counter",
+           "snapshots sent because a stream's backlog or upstream events were lost",
+           atomic_load(&c->sse_resyncs));
+    metric(&b, "topobus_sse_rejected_cap_total", "counter", "streams refused by the per-user cap",
+           atomic_load(&c->sse_rejected_cap));
+    metric(&b, "topobus_sse_subscriptions", "gauge", "topologies with a bus subscription",
+           gw_fanout_count(req->gw->fanout));
+    metric(&b, "topobus_inbox_overflows_total", "counter",
+           "messages refused by a full loop inbox (each forces a resync)",
+           atomic_load(&c->inbox_overflows));
+    metric(&b, "topobus_publish_failed_total", "counter", "events the bus dropped or refused",
+           atomic_load(&c->publish_failed));
     metric(&b, "topobus_uptime_seconds", "gauge", "seconds since the gateway started",
            (unsigned long long)(tb_clock_wall() - req->gw->started_at));
     tb__gw_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len);
@@ -79,6 +99,7 @@ static const gw_route_t routes[] = {
     {"/publish", GW_POST, NULL, tb__gw_api_post_publish},
     {"/topologies", GW_GET | GW_POST, tb__gw_api_get_topologies, tb__gw_api_post_topologies},
     {"/topologies/{id}", GW_GET, tb__gw_api_get_topology, NULL},
+    {"/topologies/{id}/events", GW_GET, tb__gw_sse_open, NULL},
     {"/topologies/{id}/deploy", GW_POST, NULL, tb__gw_api_post_deploy},
     {"/topologies/{id}/teardown", GW_POST, NULL, tb__gw_api_post_teardown},
     {"/topologies/{id}/mutations", GW_GET | GW_POST, tb__gw_api_get_mutations,

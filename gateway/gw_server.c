@@ -25,7 +25,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gw_fanout.h"
 #include "gw_int.h"
+#include "gw_sse.h"
+#include "gw_users.h"
 #include "tb/alloc.h"
 #include "tb/clock.h"
 #include "tb/log.h"
@@ -150,6 +153,16 @@ static tb_status create_loop(tb_gateway_t *gw, gw_loop_t *loop, unsigned index, 
     TB_ASSERT(loop->vhost);
     gw_inbox_init(&loop->inbox, GW_INBOX_CAPACITY);
     gw_inbox_set_context(&loop->inbox, loop->ctx);
+    atomic_init(&loop->overflowed, false);
+    if (tb__gw_sse_loop_init(loop)) {
+        /* Undo this loop alone: the caller only tears down loops that were fully created. */
+        lws_context_destroy(loop->ctx);
+        tb__gw_sse_loop_cleanup(loop);
+        gw_inbox_cleanup(&loop->inbox);
+        memset(loop, 0, sizeof *loop);
+        snprintf(err, errlen, "cannot watch stream sockets on event loop %u", index);
+        return TB_EIO;
+    }
     return TB_OK;
 }
 
@@ -164,6 +177,9 @@ tb_status tb_gateway_create(tb_gateway_t **out, const tb_gateway_deps_t *deps, c
     gw->started_at = tb_clock_wall();
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
     tb_tickets_create(&gw->tickets, TICKET_CAPACITY, TB_TICKET_TTL_S);
+    gw_fanout_create(&gw->fanout, gw);
+    gw_users_create(&gw->users);
+    gw->bus_epoch = tb_bus_epoch(deps->bus);
     tb_status st = gw->accept_wake_fd < 0 ? TB_EIO : open_listener(gw, err, errlen);
     if (st)
         goto fail;
@@ -200,10 +216,13 @@ void tb__gw_loop_drain_inbox(gw_loop_t *loop)
             if (!lws_adopt_descriptor_vhost(loop->vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP, desc,
                                             NULL, NULL))
                 atomic_fetch_add(&loop->gw->counters.connections_refused, 1);
+        } else {
+            tb__gw_sse_handle_msg(loop, m);
         }
         gw_msg_free(m);
         m = next;
     }
+    tb__gw_sse_check_overflow(loop);
 }
 
 static void *loop_main(void *arg)
@@ -306,8 +325,15 @@ void tb_gateway_stop(tb_gateway_t *gw)
         return;
     gw->stopped = true;
     stop_accepting(gw);
-    /* Let requests that are being served finish (bounded). */
-    int64_t deadline = tb_clock_mono_ms() + STOP_WAIT_MS;
+    /* Close streams spread over the drain window (CONTRACT §3.8), then let other requests
+     * finish; both waits are bounded. */
+    for (unsigned i = 0; i < gw->nloops && gw->loops[i].thread_started; i++) {
+        gw_msg_t *m = tb_xcalloc(1, sizeof *m);
+        m->kind = GW_MSG_DRAIN;
+        m->fd = -1;
+        gw_inbox_push_take(&gw->loops[i].inbox, m);
+    }
+    int64_t deadline = tb_clock_mono_ms() + gw->deps.cfg->drain_s * 1000 + STOP_WAIT_MS;
     while (atomic_load(&gw->counters.in_flight) > 0 && tb_clock_mono_ms() < deadline)
         poll(NULL, 0, 10);
     for (unsigned i = 0; i < gw->nloops; i++) {
@@ -331,11 +357,15 @@ void tb_gateway_destroy(tb_gateway_t *gw)
     tb_gateway_stop(gw);
     for (unsigned i = 0; gw->loops && i < gw->nloops; i++) {
         gw_loop_t *loop = &gw->loops[i];
+        /* Closes every connection (CLOSED_HTTP runs here, on this thread) and the watcher. */
         if (loop->ctx)
             lws_context_destroy(loop->ctx);
+        tb__gw_sse_loop_cleanup(loop);
         gw_inbox_cleanup(&loop->inbox);
     }
     free(gw->loops);
+    gw_fanout_destroy(gw->fanout);
+    gw_users_destroy(gw->users);
     if (gw->listen_fd >= 0)
         close(gw->listen_fd);
     if (gw->accept_wake_fd >= 0)
