@@ -20,6 +20,11 @@ typedef struct tb_cmd {
 extern const tb_cmd_t tb__cmd_table[];
 extern const unsigned tb__cmd_count;
 
+/** `topobus pub` (cmd_pub.c). */
+int tb__cmd_pub(int argc, char **argv);
+/** `topobus sub` (cmd_sub.c). */
+int tb__cmd_sub(int argc, char **argv);
+
 /** Writes "topobus: <msg>\n" to stderr in one write. */
 void tb__cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

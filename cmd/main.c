@@ -19,6 +19,8 @@
 
 const tb_cmd_t tb__cmd_table[] = {
     {"version", "print the version", NULL},
+    {"pub", "publish one event on the bus", tb__cmd_pub},
+    {"sub", "print events matching a pattern as JSON lines", tb__cmd_sub},
 };
 const unsigned tb__cmd_count = sizeof tb__cmd_table / sizeof tb__cmd_table[0];
 
