@@ -21,8 +21,8 @@
  * Lifetime: a nats.c subscription may call on_msg once more after it was
  * unsubscribed; the gate in bus.c keeps user callbacks out, and the backend
  * holds a reference on the tb_sub_t until nats.c's on_complete runs.
- * Locks: nb->mu only guards live_subs and closed; base.subs_mu is taken in
- * the error handler before nats.c's own locks, never after.
+ * Locks: nb->mu only guards live_subs and closed; base.subs_mu is held in
+ * the error handler only to find the subscription, never across nats.c calls.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +37,7 @@ enum { WAIT_CLOSE_MS = 5000, ENCODE_STACK = 4096 };
 typedef struct nats_sub {
     natsSubscription *ns;
     bool stream;          /* an ordered JetStream consumer */
-    int64_t dropped_seen; /* nats.c's dropped count already reported; under base.subs_mu */
+    atomic_int_fast64_t dropped_seen; /* nats.c's dropped count already reported */
 } nats_sub_t;
 
 bool tb__nats_in_stream(const char *pattern)
@@ -59,11 +59,31 @@ tb_event_t *tb__nats_decode(nats_bus_t *nb, natsMsg *msg)
     return ev;
 }
 
+/*
+ * Reports what nats.c dropped for ns since the last report. Called from the
+ * error handler (first drop of an episode) and before each delivery (later
+ * drops, which nats.c does not signal again); the CAS makes each drop count once.
+ */
+static void report_drops(tb_sub_t *sub, natsSubscription *ns)
+{
+    nats_sub_t *s = sub->backend;
+    int64_t dropped = 0;
+    if (natsSubscription_GetDropped(ns, &dropped) != NATS_OK)
+        return;
+    int_fast64_t seen = atomic_load(&s->dropped_seen);
+    while (dropped > seen) {
+        if (atomic_compare_exchange_weak(&s->dropped_seen, &seen, dropped)) {
+            tb__sub_report_dropped(sub, (uint64_t)(dropped - seen));
+            return;
+        }
+    }
+}
+
 static void on_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
     (void)nc;
-    (void)ns;
     tb_sub_t *sub = closure;
+    report_drops(sub, ns);
     nats_bus_t *nb = tb__nats_of(sub->bus);
     nats_sub_t *s = sub->backend;
     tb_event_t *ev = tb__nats_decode(nb, msg);
@@ -138,24 +158,17 @@ static void on_error(natsConnection *nc, natsSubscription *ns, natsStatus err, v
         return;
     }
     tb_sub_t *found = NULL;
-    uint64_t delta = 0;
     pthread_mutex_lock(&nb->base.subs_mu);
-    for (tb_sub_t *sub = nb->base.subs; sub; sub = sub->next) {
+    for (tb_sub_t *sub = nb->base.subs; sub && !found; sub = sub->next) {
         nats_sub_t *s = sub->backend;
-        if (s->ns != ns)
-            continue;
-        int64_t dropped = 0;
-        if (natsSubscription_GetDropped(ns, &dropped) == NATS_OK && dropped > s->dropped_seen) {
-            delta = (uint64_t)(dropped - s->dropped_seen);
-            s->dropped_seen = dropped;
+        if (s->ns == ns) {
             found = sub;
             tb__sub_ref(sub);
         }
-        break;
     }
     pthread_mutex_unlock(&nb->base.subs_mu);
     if (found) {
-        tb__sub_report_dropped(found, delta);
+        report_drops(found, ns);
         tb__sub_unref(found);
     }
 }
@@ -322,6 +335,7 @@ static tb_status nats_subscribe(tb_bus_t *bus, tb_sub_t *sub)
 {
     nats_bus_t *nb = tb__nats_of(bus);
     nats_sub_t *s = tb_xcalloc(1, sizeof *s);
+    atomic_init(&s->dropped_seen, 0);
     sub->backend = s;
     sub->backend_free = free_nats_sub;
     s->stream = nb->js && tb__nats_in_stream(sub->pattern);

@@ -173,8 +173,7 @@ uint64_t tb_bus_epoch(const tb_bus_t *bus);
  * The cursor of the newest event the bus holds (seq 0 if none), for a
  * snapshot's `id:`. nats with JetStream asks the server (may block up to
  * connect_timeout_ms); if it cannot answer, the cursor still names the epoch
- * with the last sequence seen. Always TB_OK unless bus is disabled (still
- * fills {epoch, 0}).
+ * with the last sequence seen. The null bus answers {epoch, 0}. Always TB_OK.
  */
 tb_status tb_bus_head(tb_bus_t *bus, tb_cursor_t *out);
 

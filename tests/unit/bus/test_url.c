@@ -43,8 +43,8 @@ static void test_url_rejects_malformed(void **state)
         "", "nats://", "nats:/a:1", "http://a:1", "nats://a:", "nats://a:0", "nats://a:65536",
         "nats://a:01", "nats://a:1x", "nats://a:1,", "nats://,a:1", "nats://a b:1",
         "nats://user:pw@a:1", "nats://a:1/path", "nats://[::1", "nats://[]:1", "nats://[::g]:1",
-        "nats://a:99999999999999999999", "nats://a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9,a:10,a:11,"
-                                         "a:12,a:13,a:14,a:15,a:16,a:17",
+        "nats://a:99999999999999999999",
+        ("nats://a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9,a:10,a:11,a:12,a:13,a:14,a:15,a:16,a:17"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char **servers = (char **)1;
