@@ -63,6 +63,9 @@ int tb__cmd_pub(int argc, char **argv)
     tb_status st = tb_bus_create(&bus, cfg.bus_url, &bo);
     if (st) {
         tb__cmd_error("pub: cannot open bus %s: %s", cfg.bus_url, tb_status_str(st));
+        /* A malformed URL is bad configuration (exit 2); an unreachable bus is a failure. */
+        if (st == TB_EINVAL)
+            rc = TB_EXIT_USAGE;
         goto out;
     }
     st = tb_bus_publish_event(bus, ev);
