@@ -28,6 +28,10 @@ int tb__cmd_gateway(int argc, char **argv);
 void tb__cmd_block_signals(void);
 /** Waits for SIGINT or SIGTERM (blocked by tb__cmd_block_signals) and returns it. */
 int tb__cmd_wait_for_signal(void);
+/** `topobus pub` (cmd_pub.c). */
+int tb__cmd_pub(int argc, char **argv);
+/** `topobus sub` (cmd_sub.c). */
+int tb__cmd_sub(int argc, char **argv);
 
 /** Writes "topobus: <msg>\n" to stderr in one write. */
 void tb__cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

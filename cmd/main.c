@@ -19,6 +19,8 @@
 
 const tb_cmd_t tb__cmd_table[] = {
     {"gateway", "run the HTTP/SSE gateway", tb__cmd_gateway},
+    {"pub", "publish one event on the bus", tb__cmd_pub},
+    {"sub", "print events matching a pattern as JSON lines", tb__cmd_sub},
     {"token", "print a signed JWT for a subject and roles", tb__cmd_token},
     {"version", "print the version", NULL},
 };

@@ -1,0 +1,228 @@
+/*
+ * Process harness for integration tests (see proc.h). Children are started
+ * with posix_spawn and always stopped by PID and reaped by the test.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proc.h"
+
+extern char **environ;
+
+enum { POLL_MS = 10, START_TIMEOUT_MS = 10000 };
+
+long long tb_test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+bool tb_test_wait_until(bool (*cond)(void *ud), void *ud, int timeout_ms)
+{
+    long long deadline = tb_test_now_ms() + timeout_ms;
+    for (;;) {
+        if (cond(ud))
+            return true;
+        if (tb_test_now_ms() >= deadline)
+            return false;
+        pause_ms(POLL_MS);
+    }
+}
+
+int tb_test_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+const char *tb_test_which(const char *name)
+{
+    static char found[4096];
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0 ? name : NULL;
+    const char *path = getenv("PATH");
+    char dirs[4096];
+    snprintf(dirs, sizeof dirs, "%s:/usr/sbin:/usr/local/sbin:/usr/bin", path ? path : "");
+    for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(found, sizeof found, "%s/%s", d, name);
+        if (access(found, X_OK) == 0)
+            return found;
+    }
+    return NULL;
+}
+
+pid_t tb_test_spawn(const char *const argv[], const char *log_path)
+{
+    const char *exe = tb_test_which(argv[0]);
+    if (!exe) {
+        fprintf(stderr, "spawn: %s not found in PATH\n", argv[0]);
+        return -1;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    const char *out = log_path ? log_path : "/dev/null";
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t pid;
+    /* posix_spawn's argv is char *const[]; it does not write to the strings. */
+    char **args = (char **)(void *)(uintptr_t)argv;
+    int rc = posix_spawn(&pid, exe, &fa, NULL, args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        fprintf(stderr, "spawn %s: %s\n", exe, strerror(rc));
+        return -1;
+    }
+    return pid;
+}
+
+static bool port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+bool tb_test_wait_port(int port, int timeout_ms)
+{
+    long long deadline = tb_test_now_ms() + timeout_ms;
+    while (!port_accepts(port)) {
+        if (tb_test_now_ms() >= deadline)
+            return false;
+        pause_ms(POLL_MS);
+    }
+    return true;
+}
+
+bool tb_test_wait_port_closed(int port, int timeout_ms)
+{
+    long long deadline = tb_test_now_ms() + timeout_ms;
+    while (port_accepts(port)) {
+        if (tb_test_now_ms() >= deadline)
+            return false;
+        pause_ms(POLL_MS);
+    }
+    return true;
+}
+
+int tb_test_stop(pid_t pid, int sig, int timeout_ms)
+{
+    if (pid <= 0)
+        return -1;
+    kill(pid, sig);
+    long long deadline = tb_test_now_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (tb_test_now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+            return status;
+        }
+        pause_ms(POLL_MS);
+    }
+}
+
+static bool nats_launch(tb_test_nats_t *n)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", n->port);
+    const char *plain[] = {"nats-server", "-a", "127.0.0.1", "-p", port, NULL};
+    const char *js[] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", n->store_dir,
+                        NULL};
+    n->pid = tb_test_spawn(n->jetstream ? js : plain, NULL);
+    if (n->pid < 0)
+        return false;
+    if (!tb_test_wait_port(n->port, START_TIMEOUT_MS)) {
+        fprintf(stderr, "nats-server did not accept on port %d\n", n->port);
+        tb_test_stop(n->pid, SIGKILL, 1000);
+        n->pid = -1;
+        return false;
+    }
+    return true;
+}
+
+bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
+{
+    memset(n, 0, sizeof *n);
+    n->pid = -1;
+    if (!tb_test_which("nats-server")) {
+        fprintf(stderr, "nats-server is not installed: run scripts/deps.sh test\n");
+        abort();
+    }
+    n->port = port ? port : tb_test_free_port();
+    n->jetstream = jetstream;
+    snprintf(n->url, sizeof n->url, "nats://127.0.0.1:%d", n->port);
+    if (jetstream) {
+        snprintf(n->store_dir, sizeof n->store_dir, "/tmp/tb-nats-XXXXXX");
+        if (!mkdtemp(n->store_dir))
+            return false;
+    }
+    return nats_launch(n);
+}
+
+void tb_test_nats_kill(tb_test_nats_t *n, int sig)
+{
+    if (n->pid > 0)
+        tb_test_stop(n->pid, sig, 5000);
+    n->pid = -1;
+}
+
+bool tb_test_nats_restart(tb_test_nats_t *n)
+{
+    tb_test_nats_kill(n, SIGKILL);
+    return nats_launch(n);
+}
+
+void tb_test_nats_stop(tb_test_nats_t *n)
+{
+    tb_test_nats_kill(n, SIGTERM);
+    if (n->store_dir[0]) {
+        const char *rm[] = {"rm", "-rf", n->store_dir, NULL};
+        pid_t pid = tb_test_spawn(rm, NULL);
+        if (pid > 0)
+            tb_test_stop(pid, 0, 10000);
+        n->store_dir[0] = '\0';
+    }
+}
