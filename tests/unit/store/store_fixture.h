@@ -1,7 +1,9 @@
 /*
  * Shared set-up for the store tests. The suite is backend-neutral: it runs
  * against TB_STORE_TEST_URL when that is set (e.g. a PostgreSQL URL), else
- * against a fresh SQLite file in a private directory under $TMPDIR.
+ * against a fresh SQLite file in a private directory under $TMPDIR. A URL
+ * given there should name an empty database: the concurrency and crash
+ * tests drain every pending row they can see.
  */
 #ifndef TB_TEST_STORE_FIXTURE_H
 #define TB_TEST_STORE_FIXTURE_H

@@ -469,11 +469,13 @@ static void test_store_claim_serialises_a_topology_in_order(void **state)
                      TB_OK);
     assert_int_equal(tb_store_mutation_claim(s, tid, &second, NULL), TB_OK);
     assert_string_equal(tb_store_row_id(second), tb_store_row_id(r2));
+    json_decref(second);
     assert_int_equal(tb_store_mutation_claim(s, "x.y", &second, &err), TB_ENOTFOUND);
+    assert_null(second);
     assert_int_equal(tb_store_mutation_claim(s, "t_0000000000000000", &second, &err),
                      TB_ENOTFOUND);
+    assert_null(second);
     json_decref(doc);
-    json_decref(second);
     json_decref(row);
     json_decref(r1);
     json_decref(r2);
