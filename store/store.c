@@ -50,10 +50,11 @@ static tb_status resolve_options(const tb_store_options_t *opts, tb_store_option
         return TB_OK;
     if (opts->lease_s < 0 || opts->lease_s > LEASE_MAX_S)
         return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
-                              "the claim lease must be 1..%d seconds", LEASE_MAX_S);
+                              "the claim lease must be 1..%d seconds (0: default)", LEASE_MAX_S);
     if (opts->busy_timeout_ms < 0 || opts->busy_timeout_ms > BUSY_TIMEOUT_MAX_MS)
         return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
-                              "the busy timeout must be 1..%d ms", BUSY_TIMEOUT_MAX_MS);
+                              "the busy timeout must be 1..%d ms (0: default)",
+                              BUSY_TIMEOUT_MAX_MS);
     if (opts->lease_s > 0)
         o->lease_s = opts->lease_s;
     if (opts->busy_timeout_ms > 0)

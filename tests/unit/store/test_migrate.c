@@ -2,7 +2,8 @@
  * Schema migrations of the SQLite backend: a file left at an older schema
  * version is brought forward at open with its rows intact; a file from a
  * newer binary is refused with a clear error and left untouched; reopening
- * migrates nothing; a file that is not a database is a backend error.
+ * migrates nothing; a file that is not a database is a backend error; rows
+ * damaged behind the store's back are reported, never passed on.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -198,6 +199,40 @@ static void test_migrate_not_a_database_ebackend(void **state)
                      TB_EBACKEND);
 }
 
+static void test_migrate_damaged_rows_ebackend(void **state)
+{
+    scratch_t *s = *state;
+    tb_store_t *store = NULL;
+    assert_int_equal(tb_store_open(&store, s->url, NULL, NULL), TB_OK);
+    json_t *doc = NULL;
+    assert_int_equal(tb_store_topology_create(store, "victim", NULL, NULL, &doc, NULL), TB_OK);
+    char *tid = strdup(tb_store_doc_id(doc));
+    json_decref(doc);
+    json_t *payload = json_object();
+    assert_int_equal(tb_store_mutation_enqueue(store, tid, "add_node", payload, -1, NULL, NULL),
+                     TB_OK);
+    json_decref(payload);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(s->path, &db), SQLITE_OK);
+    exec_or_fail(db, "UPDATE topologies SET doc = '{\"nodes\":' ;"
+                     "UPDATE mutations SET payload = '[1]'");
+    sqlite3_close(db);
+
+    tb_store_err_t err;
+    assert_int_equal(tb_store_topology_get(store, tid, &doc, &err), TB_EBACKEND);
+    assert_null(doc);
+    assert_non_null(strstr(err.message, "cannot be decoded"));
+    json_t *rows = NULL;
+    assert_int_equal(tb_store_mutation_list(store, tid, NULL, &rows, &err), TB_EBACKEND);
+    assert_null(rows);
+    json_t *row = NULL;
+    assert_int_equal(tb_store_mutation_claim(store, tid, &row, &err), TB_EBACKEND);
+    assert_null(row);
+    free(tid);
+    tb_store_close(store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +243,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_newer_schema_refused_untouched, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_migrate_not_a_database_ebackend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_damaged_rows_ebackend, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
