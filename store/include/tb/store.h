@@ -1,0 +1,256 @@
+/*
+ * The store (DESIGN "The store"): topologies, their mutation queue, the
+ * status machine of CONTRACT §4, optimistic versions and atomic claims.
+ * Backend-neutral: tb_store_open picks a backend by URL (`sqlite:PATH`).
+ *
+ * Outputs are jansson values in the exact shapes of CONTRACT §4, so the HTTP
+ * layer can send them as they are:
+ *   document      {"id","name","status","version","nodes","links","created_at","updated_at"}
+ *   mutation row  {"id","topology_id","op","payload","state","error","attempts",
+ *                  "created_at","updated_at"}
+ *   list entry    {"id","name","status","version","updated_at"}
+ * Timestamps are RFC 3339 UTC strings with milliseconds
+ * ("2025-11-22T08:13:20.123Z"). A new topology has version 0; every applied
+ * mutation adds one. `error` is null unless the row failed. `attempts`
+ * counts claims interrupted by a crash (stale-claim recovery).
+ *
+ * Threads: a tb_store_t may be called from any thread; calls on one store
+ * are serialised by its mutex. Open one store per process (or per thread
+ * that must not wait for others); several processes may share one file.
+ */
+#ifndef TB_STORE_H
+#define TB_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "tb/base.h"
+
+#define TB_STORE_NAME_MAX 200             /* bytes of a topology name (UTF-8) */
+#define TB_STORE_TEXT_MAX 200             /* bytes of a node kind or label */
+#define TB_STORE_DOC_MAX (1024 * 1024)    /* bytes of a serialised {"nodes","links"} */
+#define TB_STORE_PAYLOAD_MAX (64 * 1024)  /* bytes of a serialised mutation payload */
+#define TB_STORE_REASON_MAX 1024          /* bytes of a failure reason */
+#define TB_STORE_ID_BUF_SIZE 19           /* "t_"/"m_" + 16 hex + NUL */
+#define TB_STORE_LEASE_DEFAULT_S 60       /* claim lease before recovery */
+#define TB_STORE_BUSY_TIMEOUT_DEFAULT_MS 5000
+#define TB_STORE_NO_VERSION (-1)          /* enqueue without an expected version */
+
+typedef struct tb_store tb_store_t;
+
+/** Topology status (CONTRACT §4). */
+typedef enum tb_topology_status {
+    TB_TOPOLOGY_PENDING,
+    TB_TOPOLOGY_DEPLOYING,
+    TB_TOPOLOGY_ACTIVE,
+    TB_TOPOLOGY_DEGRADED,
+    TB_TOPOLOGY_FAILED,
+    TB_TOPOLOGY_TEARING_DOWN,
+    TB_TOPOLOGY_TORN_DOWN,
+    TB_TOPOLOGY_ANY, /* "any current status" for tb_store_topology_transition; never stored */
+} tb_topology_status;
+
+/** Mutation state (CONTRACT §4). */
+typedef enum tb_mutation_state {
+    TB_MUTATION_PENDING,
+    TB_MUTATION_APPLYING,
+    TB_MUTATION_APPLIED,
+    TB_MUTATION_FAILED,
+} tb_mutation_state;
+
+/** Why a call failed, finer than tb_status; the HTTP layer maps it to its codes. */
+typedef enum tb_store_reason {
+    TB_STORE_R_NONE = 0,
+    TB_STORE_R_INVALID,            /* TB_EINVAL: input breaks a documented rule */
+    TB_STORE_R_NOT_FOUND,          /* TB_ENOTFOUND */
+    TB_STORE_R_NOT_MUTABLE,        /* TB_ECONFLICT: topology status does not accept mutations */
+    TB_STORE_R_VERSION_CONFLICT,   /* TB_ECONFLICT: current/expected are set */
+    TB_STORE_R_ILLEGAL_TRANSITION, /* TB_ECONFLICT: the status machine forbids it */
+    TB_STORE_R_WRONG_STATE,        /* TB_ECONFLICT: status or mutation state is not the expected one */
+    TB_STORE_R_SCHEMA_TOO_NEW,     /* TB_EINVAL at open: the file was written by a newer binary */
+    TB_STORE_R_BUSY,               /* TB_ETIMEDOUT: the database stayed locked past the timeout */
+    TB_STORE_R_BACKEND,            /* TB_EBACKEND: the backend failed (logged there) */
+} tb_store_reason;
+
+/** Details of a failure; every out-param `err` may be NULL. */
+typedef struct tb_store_err {
+    tb_store_reason reason;
+    int64_t current;  /* TB_STORE_R_VERSION_CONFLICT: the topology's version */
+    int64_t expected; /* TB_STORE_R_VERSION_CONFLICT: the version the caller expected */
+    char message[256]; /* one human-readable sentence, "" on success */
+} tb_store_err_t;
+
+typedef struct tb_store_options {
+    int64_t lease_s;        /* claim lease for tb_store_recover_stale; 0 = 60 s */
+    int busy_timeout_ms;    /* wait for a locked database; 0 = 5000 ms */
+} tb_store_options_t;
+
+/** Stable snake_case code of a reason ("version_conflict", "not_mutable", ...); never NULL. */
+const char *tb_store_reason_code(tb_store_reason reason);
+
+/** Name of a status ("tearing_down"); "any" for TB_TOPOLOGY_ANY. Never NULL. */
+const char *tb_topology_status_name(tb_topology_status st);
+/** Parses a status name (not "any"); TB_EINVAL for anything else. */
+tb_status tb_topology_status_parse(const char *name, tb_topology_status *out);
+/** True if the status machine of CONTRACT §4 allows from → to. */
+bool tb_topology_transition_legal(tb_topology_status from, tb_topology_status to);
+/** True if mutations may be enqueued in this status (pending, active, degraded). */
+bool tb_topology_status_mutable(tb_topology_status st);
+
+/** Name of a state ("applying"); never NULL. */
+const char *tb_mutation_state_name(tb_mutation_state st);
+/** Parses a state name; TB_EINVAL for anything else. */
+tb_status tb_mutation_state_parse(const char *name, tb_mutation_state *out);
+/** True if op is one of the CONTRACT §4 ops (add_node, update_node, remove_node, add_link, remove_link). */
+bool tb_mutation_op_valid(const char *op);
+
+/**
+ * Checks nodes and links against CONTRACT §4: arrays of objects with exactly
+ * the documented fields and types, node and link ids in the token grammar and
+ * unique, links between existing nodes, kind/label at most TB_STORE_TEXT_MAX
+ * bytes, props objects. Either may be NULL (an empty array). Pure; any thread.
+ * TB_OK or TB_EINVAL with err->message naming the first offence.
+ */
+tb_status tb_store_validate_graph(const json_t *nodes, const json_t *links, tb_store_err_t *err);
+
+/**
+ * Opens the store named by url (`sqlite:PATH`; PATH is created if missing),
+ * runs forward schema migrations and prepares every statement. opts may be
+ * NULL for defaults. *out is a new store, or NULL on failure.
+ * TB_EINVAL (bad URL or options, unknown scheme, schema newer than this
+ * binary: reason TB_STORE_R_SCHEMA_TOO_NEW), TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_options_t *opts,
+                        tb_store_err_t *err);
+
+/** Closes the store and frees it. Accepts NULL. No call may be running on it. */
+void tb_store_close(tb_store_t *s);
+
+/** The backend's name ("sqlite"). Borrowed, static. */
+const char *tb_store_backend(const tb_store_t *s);
+
+/**
+ * Creates a topology with a fresh id (`t_` + 16 hex), status pending and
+ * version 0. nodes and links may be NULL (empty). *doc is a new document.
+ * TB_EINVAL (name not 1..TB_STORE_NAME_MAX bytes of UTF-8 without control
+ * characters, invalid graph, document over TB_STORE_DOC_MAX), TB_ETIMEDOUT,
+ * TB_EBACKEND.
+ */
+tb_status tb_store_topology_create(tb_store_t *s, const char *name, const json_t *nodes,
+                                   const json_t *links, json_t **doc, tb_store_err_t *err);
+
+/** *doc is a new document. TB_ENOTFOUND (also for a malformed id), TB_ETIMEDOUT, TB_EBACKEND. */
+tb_status tb_store_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err);
+
+/** *list is a new array of list entries, oldest topology first. TB_ETIMEDOUT, TB_EBACKEND. */
+tb_status tb_store_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err);
+
+/**
+ * Moves topology id to status `to` if the status machine allows it from the
+ * current status and, unless expected_from is TB_TOPOLOGY_ANY, the current
+ * status is expected_from. *previous (may be NULL) gets the status before.
+ * Changes nothing on error. TB_EINVAL (to is ANY), TB_ENOTFOUND,
+ * TB_ECONFLICT (TB_STORE_R_WRONG_STATE: current != expected_from;
+ * TB_STORE_R_ILLEGAL_TRANSITION), TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_topology_transition(tb_store_t *s, const char *id,
+                                       tb_topology_status expected_from, tb_topology_status to,
+                                       tb_topology_status *previous, tb_store_err_t *err);
+
+/**
+ * Enqueues a mutation (`m_` + 16 hex, state pending) on topology_id. op must
+ * be a CONTRACT op, payload an object of at most TB_STORE_PAYLOAD_MAX bytes.
+ * expected_version is a version or TB_STORE_NO_VERSION. *row (may be NULL) is
+ * the new row. TB_EINVAL, TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_NOT_MUTABLE
+ * or TB_STORE_R_VERSION_CONFLICT with current/expected), TB_ETIMEDOUT,
+ * TB_EBACKEND.
+ */
+tb_status tb_store_mutation_enqueue(tb_store_t *s, const char *topology_id, const char *op,
+                                    const json_t *payload, int64_t expected_version, json_t **row,
+                                    tb_store_err_t *err);
+
+/**
+ * *rows is a new array of the topology's mutation rows, oldest first, only
+ * those in `state` unless state is NULL. TB_EINVAL (state is not a known
+ * state name), TB_ENOTFOUND, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_mutation_list(tb_store_t *s, const char *topology_id, const char *state,
+                                 json_t **rows, tb_store_err_t *err);
+
+/** *rows is a new array of the rows pending or applying, oldest first. As tb_store_mutation_list. */
+tb_status tb_store_mutation_in_flight(tb_store_t *s, const char *topology_id, json_t **rows,
+                                      tb_store_err_t *err);
+
+/**
+ * The SSE snapshot read in one consistent transaction: *snap is a new
+ * {"topology_id","status","version","in_flight":[rows]}; the caller adds
+ * "bus". TB_ENOTFOUND, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_snapshot(tb_store_t *s, const char *topology_id, json_t **snap,
+                            tb_store_err_t *err);
+
+/**
+ * *ids is a new array of the ids (strings) of topologies with at least one
+ * pending mutation, the one waiting longest first. TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err);
+
+/**
+ * Atomically claims the oldest pending mutation of topology_id (one
+ * statement; two claimers never get the same row) and moves it to applying.
+ * Mutations of one topology are applied in order: nothing is claimed while
+ * another of its rows is applying. *row is the new claimed row.
+ * TB_ENOTFOUND (nothing claimable, or no such topology), TB_ETIMEDOUT,
+ * TB_EBACKEND.
+ */
+tb_status tb_store_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
+                                  tb_store_err_t *err);
+
+/**
+ * Marks an applying mutation applied and stores the topology's new nodes and
+ * links (taken from `doc`, an object with "nodes" and "links" arrays, e.g. a
+ * document as returned by get; other members are ignored) with new_version,
+ * which must be the current version + 1, in one transaction. *row (may be
+ * NULL) is the updated row. TB_EINVAL (bad graph or size), TB_ENOTFOUND,
+ * TB_ECONFLICT (TB_STORE_R_WRONG_STATE: not applying;
+ * TB_STORE_R_VERSION_CONFLICT), TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+                                         const json_t *doc, int64_t new_version, json_t **row,
+                                         tb_store_err_t *err);
+
+/**
+ * Marks an applying mutation failed with reason (1..TB_STORE_REASON_MAX bytes
+ * of UTF-8). The document is unchanged. *row (may be NULL) is the updated row.
+ * TB_EINVAL, TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_WRONG_STATE),
+ * TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_mutation_mark_failed(tb_store_t *s, const char *mutation_id,
+                                        const char *reason, json_t **row, tb_store_err_t *err);
+
+/**
+ * Stale-claim recovery, as of now_ms (epoch milliseconds; pass the wall
+ * clock in production): a row applying since before now_ms - lease goes back
+ * to pending with attempts + 1 if it was never interrupted before
+ * (attempts == 0), else becomes failed with error "interrupted" (attempts + 1).
+ * One transaction. *requeued and *failed (may be NULL) get the counts.
+ * TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_recover_stale(tb_store_t *s, int64_t now_ms, int *requeued, int *failed,
+                                 tb_store_err_t *err);
+
+/* Typed accessors over the rows and documents above. Returned strings are
+ * borrowed from the json value (valid while it lives); NULL/-1 if absent. */
+const char *tb_store_doc_id(const json_t *doc);
+const char *tb_store_doc_status(const json_t *doc);
+int64_t tb_store_doc_version(const json_t *doc);
+const char *tb_store_row_id(const json_t *row);
+const char *tb_store_row_topology_id(const json_t *row);
+const char *tb_store_row_op(const json_t *row);
+const char *tb_store_row_state(const json_t *row);
+/** The row's payload object, borrowed. */
+const json_t *tb_store_row_payload(const json_t *row);
+
+#endif

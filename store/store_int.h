@@ -1,0 +1,97 @@
+/*
+ * Inside the store: the backend vtable, the base struct every backend embeds
+ * first, and the helpers the backend-neutral files share. store.c validates
+ * every argument once and serialises calls with the base mutex; backends
+ * receive only valid input and never validate again.
+ */
+#ifndef TB_STORE_INT_H
+#define TB_STORE_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+
+#include "tb/store.h"
+
+/** Every slot is mandatory. Inputs are validated; err is never NULL. */
+struct tb_store_ops {
+    /* Backend name for logs and tb_store_backend ("sqlite"). */
+    const char *name;
+    /* URL prefix selecting the backend ("sqlite:"); also its name without the colon. */
+    const char *scheme;
+    /* Opens target (the URL after the scheme), migrates and prepares; *out is the base. */
+    tb_status (*open)(tb_store_t **out, const char *target, const tb_store_options_t *opts,
+                      tb_store_err_t *err);
+    /* Frees everything; s is not NULL. */
+    void (*close)(tb_store_t *s);
+    /* Inserts a pending topology with version 0; graph_text is {"nodes","links"}. */
+    tb_status (*topology_create)(tb_store_t *s, const char *id, const char *name,
+                                 const char *graph_text, json_t **doc, tb_store_err_t *err);
+    /* Reads one document. */
+    tb_status (*topology_get)(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err);
+    /* Reads every list entry, oldest first. */
+    tb_status (*topology_list)(tb_store_t *s, json_t **list, tb_store_err_t *err);
+    /* Checks and applies a status change in one read-then-write transaction. */
+    tb_status (*topology_transition)(tb_store_t *s, const char *id,
+                                     tb_topology_status expected_from, tb_topology_status to,
+                                     tb_topology_status *previous, tb_store_err_t *err);
+    /* Checks status and version, inserts the row; one transaction. */
+    tb_status (*mutation_enqueue)(tb_store_t *s, const char *id, const char *topology_id,
+                                  const char *op, const char *payload_text,
+                                  int64_t expected_version, json_t **row, tb_store_err_t *err);
+    /* Rows of a topology, oldest first; state < 0 means every state. */
+    tb_status (*mutation_list)(tb_store_t *s, const char *topology_id, int state, json_t **rows,
+                               tb_store_err_t *err);
+    /* Status, version and in-flight rows in one read transaction. */
+    tb_status (*snapshot)(tb_store_t *s, const char *topology_id, json_t **snap,
+                          tb_store_err_t *err);
+    /* Ids of topologies with pending rows. */
+    tb_status (*topologies_with_pending)(tb_store_t *s, json_t **ids, tb_store_err_t *err);
+    /* The atomic claim statement. */
+    tb_status (*mutation_claim)(tb_store_t *s, const char *topology_id, json_t **row,
+                                tb_store_err_t *err);
+    /* Row applied plus the topology's graph and version; one transaction. */
+    tb_status (*mutation_mark_applied)(tb_store_t *s, const char *mutation_id,
+                                       const char *graph_text, int64_t new_version,
+                                       json_t **row, tb_store_err_t *err);
+    /* Row failed with reason. */
+    tb_status (*mutation_mark_failed)(tb_store_t *s, const char *mutation_id, const char *reason,
+                                      json_t **row, tb_store_err_t *err);
+    /* Requeues or fails rows whose claim is older than cutoff_ms. */
+    tb_status (*recover_stale)(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
+                               int *failed, tb_store_err_t *err);
+};
+
+/** The base every backend struct embeds first. Owned by store.c after open. */
+struct tb_store {
+    const struct tb_store_ops *ops;
+    pthread_mutex_t lock; /* serialises calls on this store (one connection) */
+    int64_t lease_ms;
+};
+
+extern const struct tb_store_ops tb__store_sqlite_ops;
+
+/** Fills err (reason and printf-formatted message) and returns st. err may not be NULL. */
+tb_status tb__store_fail(tb_store_err_t *err, tb_status st, tb_store_reason reason,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/** Epoch milliseconds now (wall clock). */
+int64_t tb__store_now_ms(void);
+
+/** A new JSON string of epoch milliseconds as RFC 3339 UTC ("2025-11-22T08:13:20.123Z"). */
+json_t *tb__store_time_json(int64_t ms);
+
+/**
+ * Validates a graph and serialises it as the compact {"nodes","links"} text
+ * stored in a row (*text is new, free() it). TB_EINVAL past TB_STORE_DOC_MAX.
+ */
+tb_status tb__store_graph_text(const json_t *nodes, const json_t *links, char **text,
+                               tb_store_err_t *err);
+
+/**
+ * Checks a caller's text: 1..max bytes of UTF-8 without control characters
+ * (tab and newline allowed unless single_line). what names it in the message.
+ */
+tb_status tb__store_check_text(const char *s, size_t max, bool single_line, const char *what,
+                               tb_store_err_t *err);
+
+#endif

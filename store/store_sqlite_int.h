@@ -1,0 +1,133 @@
+/*
+ * Inside the SQLite backend: its struct (base first), the table of
+ * statements prepared once at open, the embedded migrations, and the helpers
+ * the backend's files share (error mapping, transactions, row decoding).
+ * One connection per store; store.c's mutex serialises its use.
+ */
+#ifndef TB_STORE_SQLITE_INT_H
+#define TB_STORE_SQLITE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <sqlite3.h>
+
+#include "store_int.h"
+
+/** One forward migration, embedded from store/schema/NNN_name.sql. */
+struct tb__store_migration {
+    int version;      /* NNN */
+    const char *name; /* "NNN_name" */
+    const char *sql;  /* the file's text, NUL-terminated */
+};
+
+/** Sorted by version; generated at build time (store_schema.c). */
+extern const struct tb__store_migration tb__store_migrations[];
+extern const size_t tb__store_migration_count;
+
+/** Every statement the backend runs after open; the SQL is in store_sqlite.c. */
+typedef enum tb_sq_stmt {
+    TB_SQ_BEGIN,
+    TB_SQ_BEGIN_IMMEDIATE,
+    TB_SQ_COMMIT,
+    TB_SQ_ROLLBACK,
+    TB_SQ_TOPO_INSERT,
+    TB_SQ_TOPO_GET,
+    TB_SQ_TOPO_LIST,
+    TB_SQ_TOPO_STATUS,
+    TB_SQ_TOPO_SET_STATUS,
+    TB_SQ_TOPO_SET_DOC,
+    TB_SQ_MUT_INSERT,
+    TB_SQ_MUT_LIST,
+    TB_SQ_MUT_LIST_STATE,
+    TB_SQ_MUT_IN_FLIGHT,
+    TB_SQ_MUT_FIND,
+    TB_SQ_MUT_CLAIM,
+    TB_SQ_MUT_SET_APPLIED,
+    TB_SQ_MUT_SET_FAILED,
+    TB_SQ_PENDING_TOPOLOGIES,
+    TB_SQ_RECOVER_FAIL,
+    TB_SQ_RECOVER_REQUEUE,
+    TB_SQ_COUNT,
+} tb_sq_stmt;
+
+typedef struct tb_sq_store {
+    struct tb_store base; /* first: store.c sees only this */
+    sqlite3 *db;
+    char *path; /* for log context */
+    sqlite3_stmt *stmt[TB_SQ_COUNT];
+} tb_sq_store_t;
+
+static inline tb_sq_store_t *tb__sq_from(tb_store_t *s)
+{
+    return tb_container_of(s, tb_sq_store_t, base);
+}
+
+/**
+ * Maps a SQLite result code to a status at the boundary and logs the native
+ * text once with context (what): BUSY/LOCKED → TB_ETIMEDOUT, others →
+ * TB_EBACKEND. Returns the status.
+ */
+tb_status tb__sq_error(tb_sq_store_t *q, int rc, const char *what, tb_store_err_t *err);
+
+/** Logs a row the backend cannot decode and returns TB_EBACKEND. */
+tb_status tb__sq_corrupt(tb_sq_store_t *q, const char *what, const char *id, tb_store_err_t *err);
+
+/** Runs BEGIN (read transactions) or BEGIN IMMEDIATE (read-then-write). */
+tb_status tb__sq_begin(tb_sq_store_t *q, bool immediate, tb_store_err_t *err);
+/** Commits; on failure rolls back and maps the error. */
+tb_status tb__sq_commit(tb_sq_store_t *q, tb_store_err_t *err);
+/** Rolls back the open transaction, if any. Never fails. */
+void tb__sq_rollback(tb_sq_store_t *q);
+
+/** The prepared statement idx, reset and unbound from its last use. */
+sqlite3_stmt *tb__sq_stmt(tb_sq_store_t *q, tb_sq_stmt idx);
+
+/** Column list every mutation-row query selects, in tb__sq_row_json's order. */
+#define TB_SQ_MUT_COLS                                                                            \
+    "id, topology_id, op, payload, state, error, attempts, created_at, updated_at"
+
+/** Decodes the current row of st (TB_SQ_MUT_COLS) into a new mutation row. */
+tb_status tb__sq_row_json(tb_sq_store_t *q, sqlite3_stmt *st, json_t **row, tb_store_err_t *err);
+
+/**
+ * Steps st to the end and appends each decoded mutation row to arr.
+ * Resets st.
+ */
+tb_status tb__sq_rows_json(tb_sq_store_t *q, sqlite3_stmt *st, json_t *arr, const char *what,
+                           tb_store_err_t *err);
+
+/* The slots of tb__store_sqlite_ops implemented in the other backend files. */
+tb_status tb__sq_topology_create(tb_store_t *s, const char *id, const char *name,
+                                 const char *graph_text, json_t **doc, tb_store_err_t *err);
+tb_status tb__sq_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err);
+tb_status tb__sq_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err);
+tb_status tb__sq_topology_transition(tb_store_t *s, const char *id,
+                                     tb_topology_status expected_from, tb_topology_status to,
+                                     tb_topology_status *previous, tb_store_err_t *err);
+tb_status tb__sq_mutation_enqueue(tb_store_t *s, const char *id, const char *topology_id,
+                                  const char *op, const char *payload_text,
+                                  int64_t expected_version, json_t **row, tb_store_err_t *err);
+tb_status tb__sq_mutation_list(tb_store_t *s, const char *topology_id, int state, json_t **rows,
+                               tb_store_err_t *err);
+tb_status tb__sq_snapshot(tb_store_t *s, const char *topology_id, json_t **snap,
+                          tb_store_err_t *err);
+tb_status tb__sq_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err);
+tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
+                                tb_store_err_t *err);
+tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+                                       const char *graph_text, int64_t new_version, json_t **row,
+                                       tb_store_err_t *err);
+tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
+                                      json_t **row, tb_store_err_t *err);
+tb_status tb__sq_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
+                               int *failed, tb_store_err_t *err);
+
+/**
+ * Reads the status and version of topology id (inside the caller's
+ * transaction). TB_ENOTFOUND if absent.
+ */
+tb_status tb__sq_topology_state(tb_sq_store_t *q, const char *id, tb_topology_status *status,
+                                int64_t *version, tb_store_err_t *err);
+
+#endif
