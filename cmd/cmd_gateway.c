@@ -39,6 +39,7 @@ int tb__cmd_gateway(int argc, char **argv)
     int rc = TB_EXIT_USAGE;
     tb_auth_t *auth = NULL;
     tb_gateway_t *gw = NULL;
+    tb_store_t *store = NULL;
     if (!cfg.jwt_secret && !cfg.jwt_public_key_file) {
         tb__cmd_error("TOPOBUS_JWT_SECRET: not set (the gateway refuses to start without a key; "
                       "set TOPOBUS_JWT_SECRET, TOPOBUS_JWT_SECRET_FILE or "
@@ -50,7 +51,14 @@ int tb__cmd_gateway(int argc, char **argv)
         tb__cmd_error("%s", err);
         goto out;
     }
-    tb_gateway_deps_t deps = {.cfg = &cfg, .auth = auth};
+    rc = tb__cmd_configure_bus(&cfg);
+    if (rc)
+        goto out;
+    rc = tb__cmd_open_store(&cfg, &store);
+    if (rc)
+        goto out;
+    tb_gateway_deps_t deps = {.cfg = &cfg, .auth = auth, .bus_provider = tb__cmd_app_bus,
+                              .store = store};
     tb_status st = tb_gateway_create(&gw, &deps, err, sizeof err);
     if (st) {
         tb__cmd_error("%s", err);
@@ -67,7 +75,10 @@ int tb__cmd_gateway(int argc, char **argv)
     tb_log(TB_LOG_NOTICE, "gateway", "signal %d: shutting down", sig);
     rc = TB_EXIT_OK;
 out:
+    /* Gateway first (it uses both), then the bus (no more callbacks), then the store. */
     tb_gateway_destroy(gw);
+    tb_app_bus_close();
+    tb_store_close(store);
     tb_auth_destroy(auth);
     tb_config_cleanup(&cfg);
     return rc;

@@ -103,7 +103,8 @@ static void publish(gw_request_t *req, tb_topic_family family, const json_t *pay
 void tb__gw_publish_json(tb_gateway_t *gw, const char *topic, const json_t *payload)
 {
     char *text = json_dumps(payload, JSON_COMPACT);
-    tb_status st = tb_bus_publish(gw->deps.bus, topic, NULL, text, strlen(text));
+    tb_bus_t *bus = tb__gw_bus(gw);
+    tb_status st = bus ? tb_bus_publish(bus, topic, NULL, text, strlen(text)) : TB_ECLOSED;
     if (st)
         atomic_fetch_add(&gw->counters.publish_failed, 1);
     free(text);
@@ -303,9 +304,11 @@ void tb__gw_api_post_publish(gw_request_t *req)
         tb__gw_reply_error(req, 400, "invalid", "payload must be a JSON object");
     } else {
         char *text = json_dumps(payload, JSON_COMPACT);
-        tb_status st = tb_bus_publish(req->gw->deps.bus, json_string_value(topic),
-                                      json_is_string(type) ? json_string_value(type) : NULL, text,
-                                      strlen(text));
+        tb_bus_t *bus = tb__gw_bus(req->gw);
+        tb_status st = bus ? tb_bus_publish(bus, json_string_value(topic),
+                                            json_is_string(type) ? json_string_value(type) : NULL,
+                                            text, strlen(text))
+                           : TB_ECLOSED;
         free(text);
         if (st == TB_EINVAL) {
             tb__gw_reply_error(req, 400, "invalid", "the event was refused");
@@ -326,7 +329,7 @@ void tb__gw_api_get_readyz(gw_request_t *req)
     /* A cheap indexed read proves the store answers. */
     tb_status st = tb_store_topologies_with_pending(req->gw->deps.store, &ids, &err);
     json_decref(ids);
-    const char *bus = tb_bus_state_str(tb_bus_state(req->gw->deps.bus));
+    const char *bus = tb_bus_state_str((tb_bus_state_t)tb__gw_bus_state(req->gw));
     json_t *body = json_pack("{s:s, s:s, s:s}", "status", st ? "unavailable" : "ready", "store",
                              st ? "down" : "up", "bus", bus);
     reply_json(req, st ? 503 : 200, body);

@@ -95,7 +95,7 @@ static void on_event(tb_event_t *ev, void *ud)
     uint64_t mask = atomic_load(&e->loop_mask);
     if (!mask)
         return;
-    gw_frame_t *f = tb__gw_sse_format_frame(e->fanout->gw->bus_epoch, ev);
+    gw_frame_t *f = tb__gw_sse_format_frame(tb__gw_bus_epoch(e->fanout->gw), ev);
     if (!f)
         return;
     push_to_loops(e->fanout->gw, mask, GW_MSG_EVENT, e->topology, f);
@@ -107,6 +107,15 @@ static void on_dropped(uint64_t count, void *ud)
     entry_t *e = ud;
     (void)count;
     push_to_loops(e->fanout->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED, e->topology, NULL);
+}
+
+/* Subscribes e on bus. Registry lock held; the handlers never take it. */
+static tb_status subscribe(entry_t *e, tb_bus_t *bus)
+{
+    char pattern[TB_TOPIC_BUF_SIZE];
+    tb_topic_build_topology_pattern(pattern, e->topology);
+    tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped};
+    return tb_bus_subscribe(bus, pattern, &h, e, &e->sub);
 }
 
 static entry_t *find(gw_fanout_t *f, const char *topology, entry_t ***link_out)
@@ -132,10 +141,9 @@ tb_status gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology)
         strcpy(e->topology, topology);
         e->loop_streams = tb_xcalloc(f->gw->nloops, sizeof *e->loop_streams);
         atomic_init(&e->loop_mask, 0);
-        char pattern[TB_TOPIC_BUF_SIZE];
-        tb_topic_build_topology_pattern(pattern, topology);
-        tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped};
-        if (tb_bus_subscribe(f->gw->deps.bus, pattern, &h, e, &e->sub)) {
+        /* Without a bus yet the entry waits unsubscribed; gw_fanout_attach subscribes it. */
+        tb_bus_t *bus = tb__gw_bus(f->gw);
+        if (bus && subscribe(e, bus)) {
             pthread_mutex_unlock(&f->lock);
             entry_free(e);
             return TB_EBACKEND;
@@ -168,6 +176,18 @@ void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology)
         tb_sub_close(e->sub);
         entry_free(e);
     }
+}
+
+void gw_fanout_attach(gw_fanout_t *f, tb_bus_t *bus)
+{
+    pthread_mutex_lock(&f->lock);
+    for (size_t b = 0; b < REGISTRY_BUCKETS; b++) {
+        for (entry_t *e = f->buckets[b]; e; e = e->next) {
+            if (!e->sub && subscribe(e, bus))
+                tb_log(TB_LOG_WARN, "gateway", "cannot subscribe topology=%s", e->topology);
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
 }
 
 size_t gw_fanout_count(gw_fanout_t *f)

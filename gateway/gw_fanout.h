@@ -16,6 +16,7 @@
 #include "tb/base.h"
 
 struct tb_gateway;
+struct tb_bus;
 typedef struct gw_fanout gw_fanout_t;
 
 void gw_fanout_create(gw_fanout_t **out, struct tb_gateway *gw);
@@ -28,6 +29,11 @@ void gw_fanout_destroy(gw_fanout_t *f);
 tb_status gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology);
 /** Drops one stream's interest; the last one in the process unsubscribes. */
 void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology);
+/**
+ * Subscribes every entry that was registered before the bus was reached.
+ * Called once, by the attach thread, after the bus became visible.
+ */
+void gw_fanout_attach(gw_fanout_t *f, struct tb_bus *bus);
 /** Topologies with a live subscription (for metrics). Any thread. */
 size_t gw_fanout_count(gw_fanout_t *f);
 

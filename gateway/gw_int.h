@@ -81,7 +81,12 @@ struct tb_gateway {
     tb_tickets_t *tickets;
     struct gw_fanout *fanout;
     struct gw_users *users;
-    uint64_t bus_epoch;
+    /* The bus appears once (attach thread) and never changes after: NULL until then. */
+    _Atomic(tb_bus_t *) bus;
+    atomic_uint_fast64_t bus_epoch; /* set before bus is published */
+    pthread_t attach_thread;
+    bool attach_started;
+    atomic_bool attach_stop;
     gw_counters_t counters;
     double started_at;
 };
@@ -157,5 +162,11 @@ void tb__gw_request_finish(gw_request_t *req);
 
 /* gw_server.c */
 void tb__gw_loop_drain_inbox(gw_loop_t *loop);
+/** The bus, or NULL while it has not been reached yet. Any thread. */
+tb_bus_t *tb__gw_bus(tb_gateway_t *gw);
+/** The bus state as streams report it: `down` until the bus is reached. Any thread. */
+int tb__gw_bus_state(tb_gateway_t *gw);
+/** The epoch of cursors (0 until the bus is reached). Any thread. */
+uint64_t tb__gw_bus_epoch(tb_gateway_t *gw);
 
 #endif

@@ -37,6 +37,7 @@ enum {
     LISTEN_BACKLOG = 4096,
     ACCEPT_BATCH = 64,
     STOP_WAIT_MS = 5000,
+    ATTACH_RETRY_MS = 250, /* the provider's own backoff decides when a connect is tried */
     TICKET_CAPACITY = 100000,
     HEADER_DATA_MAX = 12288, /* room for an 8 KiB bearer token plus ordinary headers */
     HEADER_POOL = 64,
@@ -179,7 +180,7 @@ tb_status tb_gateway_create(tb_gateway_t **out, const tb_gateway_deps_t *deps, c
     tb_tickets_create(&gw->tickets, TICKET_CAPACITY, TB_TICKET_TTL_S);
     gw_fanout_create(&gw->fanout, gw);
     gw_users_create(&gw->users);
-    gw->bus_epoch = tb_bus_epoch(deps->bus);
+
     tb_status st = gw->accept_wake_fd < 0 ? TB_EIO : open_listener(gw, err, errlen);
     if (st)
         goto fail;
@@ -223,6 +224,45 @@ void tb__gw_loop_drain_inbox(gw_loop_t *loop)
         m = next;
     }
     tb__gw_sse_check_overflow(loop);
+}
+
+tb_bus_t *tb__gw_bus(tb_gateway_t *gw)
+{
+    return atomic_load_explicit(&gw->bus, memory_order_acquire);
+}
+
+int tb__gw_bus_state(tb_gateway_t *gw)
+{
+    tb_bus_t *bus = tb__gw_bus(gw);
+    return bus ? (int)tb_bus_state(bus) : (int)TB_BUS_DOWN;
+}
+
+uint64_t tb__gw_bus_epoch(tb_gateway_t *gw)
+{
+    return atomic_load_explicit(&gw->bus_epoch, memory_order_acquire);
+}
+
+/*
+ * Asks the provider for the bus until it answers (the singleton limits real
+ * connect attempts to one per 2 s), then publishes it to the loops and
+ * subscribes the topologies that streams were already watching. From then
+ * on reconnection is the bus backend's job, so the thread ends.
+ */
+static void *attach_main(void *arg)
+{
+    tb_gateway_t *gw = arg;
+    while (!atomic_load(&gw->attach_stop)) {
+        tb_bus_t *bus = gw->deps.bus_provider(gw->deps.bus_provider_ud);
+        if (bus) {
+            atomic_store_explicit(&gw->bus_epoch, tb_bus_epoch(bus), memory_order_release);
+            atomic_store_explicit(&gw->bus, bus, memory_order_release);
+            gw_fanout_attach(gw->fanout, bus);
+            tb_log(TB_LOG_NOTICE, "gateway", "bus %s reached", tb_bus_backend(bus));
+            return NULL;
+        }
+        poll(NULL, 0, ATTACH_RETRY_MS);
+    }
+    return NULL;
 }
 
 static void *loop_main(void *arg)
@@ -289,6 +329,17 @@ static void *accept_main(void *arg)
 
 tb_status tb_gateway_start(tb_gateway_t *gw)
 {
+    /* Try once synchronously so an available bus is there before the first request. */
+    tb_bus_t *bus = gw->deps.bus_provider(gw->deps.bus_provider_ud);
+    if (bus) {
+        atomic_store(&gw->bus_epoch, tb_bus_epoch(bus));
+        atomic_store(&gw->bus, bus);
+    } else {
+        if (pthread_create(&gw->attach_thread, NULL, attach_main, gw))
+            return TB_EIO;
+        gw->attach_started = true;
+        tb_log(TB_LOG_WARN, "gateway", "bus unavailable; streams carry keepalives until it is");
+    }
     for (unsigned i = 0; i < gw->nloops; i++) {
         if (pthread_create(&gw->loops[i].thread, NULL, loop_main, &gw->loops[i]))
             return TB_EIO;
@@ -325,6 +376,11 @@ void tb_gateway_stop(tb_gateway_t *gw)
         return;
     gw->stopped = true;
     stop_accepting(gw);
+    atomic_store(&gw->attach_stop, true);
+    if (gw->attach_started) {
+        pthread_join(gw->attach_thread, NULL);
+        gw->attach_started = false;
+    }
     /* Close streams spread over the drain window (CONTRACT §3.8), then let other requests
      * finish; both waits are bounded. */
     for (unsigned i = 0; i < gw->nloops && gw->loops[i].thread_started; i++) {

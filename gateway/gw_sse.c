@@ -185,7 +185,7 @@ static tb_status append_snapshot(gw_session_t *s)
                         json_string(tb_bus_state_str((tb_bus_state_t)s->loop->bus_state)));
     char *text = json_dumps(snap, JSON_COMPACT);
     char cursor[TB_CURSOR_BUF_SIZE];
-    tb_cursor_format(&(tb_cursor_t){gw->bus_epoch, s->topic->last_seq}, cursor);
+    tb_cursor_format(&(tb_cursor_t){tb__gw_bus_epoch(gw), s->topic->last_seq}, cursor);
     tb_sse_format_event(&s->control, cursor, "snapshot", text, strlen(text));
     free(text);
     json_decref(snap);
@@ -251,7 +251,7 @@ static void session_abandon(gw_session_t *s)
 static void on_replayed(tb_event_t *ev, void *ud)
 {
     gw_session_t *s = ud;
-    gw_frame_t *f = tb__gw_sse_format_frame(s->loop->gw->bus_epoch, ev);
+    gw_frame_t *f = tb__gw_sse_format_frame(tb__gw_bus_epoch(s->loop->gw), ev);
     if (!f)
         return;
     enqueue(s, f);
@@ -283,12 +283,13 @@ static bool read_resume_cursor(gw_request_t *req, tb_cursor_t *out)
 static bool try_resume(gw_session_t *s, const tb_cursor_t *cursor)
 {
     tb_gateway_t *gw = s->loop->gw;
-    if (cursor->epoch != gw->bus_epoch)
+    tb_bus_t *bus = tb__gw_bus(gw);
+    if (!bus || cursor->epoch != tb__gw_bus_epoch(gw))
         return false;
     char pattern[TB_TOPIC_BUF_SIZE];
     tb_topic_build_topology_pattern(pattern, s->topic->id);
     s->min_seq = cursor->seq;
-    if (tb_bus_replay(gw->deps.bus, pattern, cursor, on_replayed, s) != TB_OK) {
+    if (tb_bus_replay(bus, pattern, cursor, on_replayed, s) != TB_OK) {
         queue_clear(s);
         s->min_seq = 0;
         return false;
@@ -564,7 +565,7 @@ static int64_t sweep_interval_ms(const gw_loop_t *loop)
  */
 static void check_bus_state(gw_loop_t *loop)
 {
-    int state = (int)tb_bus_state(loop->gw->deps.bus);
+    int state = tb__gw_bus_state(loop->gw);
     if (state == loop->bus_state)
         return;
     loop->bus_state = state;
@@ -614,7 +615,7 @@ tb_status tb__gw_sse_loop_init(gw_loop_t *loop)
 {
     loop->topics = tb_xcalloc(TOPIC_BUCKETS, sizeof *loop->topics);
     loop->write_buf = tb_xmalloc(LWS_PRE + GW_SSE_WRITE_BUDGET);
-    loop->bus_state = tb_bus_state(loop->gw->deps.bus);
+    loop->bus_state = tb__gw_bus_state(loop->gw);
     loop->watch_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->watch_epfd < 0)
         return TB_EIO;

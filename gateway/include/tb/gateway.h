@@ -20,10 +20,18 @@
 typedef struct tb_gateway tb_gateway_t;
 
 /** What the gateway serves with; everything is borrowed and must outlive the gateway. */
+/**
+ * Returns the bus, or NULL while it is unavailable. Called from the
+ * gateway's attach thread until it first answers; may block for one connect
+ * attempt (tb_app_bus with its 2 s backoff is the production provider).
+ */
+typedef tb_bus_t *(*tb_gateway_bus_provider)(void *ud);
+
 typedef struct tb_gateway_deps {
     const tb_config_t *cfg;
     const tb_auth_t *auth;
-    tb_bus_t *bus;     /* the null bus when the bus is disabled; never NULL */
+    tb_gateway_bus_provider bus_provider;
+    void *bus_provider_ud;
     tb_store_t *store;
 } tb_gateway_deps_t;
 

@@ -1,0 +1,36 @@
+/*
+ * Wiring shared by the long-running subcommands: opening the store with a
+ * clear error, configuring the process bus, and the gateway's bus provider.
+ */
+#include <stdio.h>
+
+#include "cmd_int.h"
+#include "tb/bus.h"
+#include "tb/log.h"
+
+int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out)
+{
+    tb_store_err_t err;
+    tb_status st = tb_store_open(out, cfg->db_url, NULL, &err);
+    if (st == TB_OK)
+        return TB_EXIT_OK;
+    tb__cmd_error("--db: cannot open %s: %s", cfg->db_url, err.message);
+    return st == TB_EINVAL ? TB_EXIT_USAGE : TB_EXIT_FAILURE;
+}
+
+int tb__cmd_configure_bus(const tb_config_t *cfg)
+{
+    tb_bus_options_t opts;
+    tb_bus_options_init(&opts);
+    if (tb_app_bus_configure(cfg->bus_url, &opts)) {
+        tb__cmd_error("--bus: '%s' is not a usable bus URL", cfg->bus_url);
+        return TB_EXIT_USAGE;
+    }
+    return TB_EXIT_OK;
+}
+
+tb_bus_t *tb__cmd_app_bus(void *ud)
+{
+    (void)ud;
+    return tb_app_bus();
+}
