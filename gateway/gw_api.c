@@ -174,10 +174,10 @@ void tb__gw_api_get_topology(gw_request_t *req)
 /*
  * Deploy and teardown are recorded in the store as the first transition
  * (pending → deploying, or → tearing_down), so a request survives a bus
- * outage; the mutator finds it by status, wakes at once on the request event
- * and performs the rest, publishing every `status` change.
+ * outage, and published on `topology.<id>.status`. The mutator wakes on that
+ * event (or finds the status when it polls) and completes the transition.
  */
-static void request_transition(gw_request_t *req, tb_topology_status to, const char *event_tail)
+static void request_transition(gw_request_t *req, tb_topology_status to)
 {
     if (!authorize_topology(req, TB_ROLE_EDITOR))
         return;
@@ -189,11 +189,9 @@ static void request_transition(gw_request_t *req, tb_topology_status to, const c
         reply_store_error(req, st, &err);
         return;
     }
-    char topic[TB_TOPIC_BUF_SIZE];
-    snprintf(topic, sizeof topic, "topology.%s.%s", req->topology_id, event_tail);
     json_t *payload = json_pack("{s:s, s:s}", "state", tb_topology_status_name(to), "previous",
                                 tb_topology_status_name(previous));
-    tb__gw_publish_json(req->gw, topic, payload);
+    publish(req, TB_TOPIC_STATUS, payload);
     json_t *body = json_pack("{s:s, s:s}", "id", req->topology_id, "status",
                              tb_topology_status_name(to));
     reply_json(req, 202, body);
@@ -203,12 +201,12 @@ static void request_transition(gw_request_t *req, tb_topology_status to, const c
 
 void tb__gw_api_post_deploy(gw_request_t *req)
 {
-    request_transition(req, TB_TOPOLOGY_DEPLOYING, "deploy.requested");
+    request_transition(req, TB_TOPOLOGY_DEPLOYING);
 }
 
 void tb__gw_api_post_teardown(gw_request_t *req)
 {
-    request_transition(req, TB_TOPOLOGY_TEARING_DOWN, "teardown.requested");
+    request_transition(req, TB_TOPOLOGY_TEARING_DOWN);
 }
 
 /* Reads expected_version: absent or null → none; a non-negative integer; else false. */
