@@ -79,12 +79,16 @@ bool tb__gw_query(gw_request_t *req, const char *name, char *out, size_t outlen)
 {
     char key[32];
     snprintf(key, sizeof key, "%s=", name);
-    size_t keylen = strlen(key);
-    char *buf = tb_xmalloc(outlen + keylen + 1);
-    const char *v = lws_get_urlarg_by_name(req->wsi, key, buf, (int)(outlen + keylen));
-    bool found = v != NULL;
+    /* lws stops at the first argument longer than the buffer it is given, so the buffer must
+     * hold the longest one (a JWT in ?token= before ?last_event_id=, say). */
+    int total = lws_hdr_total_length(req->wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0)
+        return false;
+    char *buf = tb_xmalloc((size_t)total + 1);
+    const char *v = lws_get_urlarg_by_name(req->wsi, key, buf, total + 1);
+    bool found = v != NULL && strlen(v) < outlen; /* too long is as good as absent: never cut */
     if (found)
-        snprintf(out, outlen, "%s", v);
+        memcpy(out, v, strlen(v) + 1);
     free(buf);
     return found;
 }

@@ -340,6 +340,9 @@ tb_status tb_gateway_start(tb_gateway_t *gw)
         gw->attach_started = true;
         tb_log(TB_LOG_WARN, "gateway", "bus unavailable; streams carry keepalives until it is");
     }
+    /* Loops report the state they start with in snapshots; later changes reach them by sweep. */
+    for (unsigned i = 0; i < gw->nloops; i++)
+        gw->loops[i].bus_state = tb__gw_bus_state(gw);
     for (unsigned i = 0; i < gw->nloops; i++) {
         if (pthread_create(&gw->loops[i].thread, NULL, loop_main, &gw->loops[i]))
             return TB_EIO;

@@ -2,79 +2,11 @@
 // (a NATS client nobody here wrote), through a real nats-server on a random
 // loopback port. Usage: node bus_interop.js <path to topobus>
 'use strict';
-const { spawn } = require('child_process');
-const fs = require('fs');
-const net = require('net');
-const path = require('path');
 const { connect, StringCodec } = require('nats');
+const { which, freePort, waitPort, run, within, waitFor, check, children } = require('./lib/harness');
 
 const topobus = process.argv[2];
 const sc = StringCodec();
-const children = new Set();
-
-function which(name) {
-  const dirs = (process.env.PATH || '').split(':').concat(['/usr/sbin', '/usr/local/sbin', '/usr/bin']);
-  for (const d of dirs) {
-    const p = path.join(d, name);
-    try { fs.accessSync(p, fs.constants.X_OK); return p; } catch (e) { /* next */ }
-  }
-  throw new Error(`${name} is not installed: run scripts/deps.sh test`);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-  });
-}
-
-function waitPort(port, ms) {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const s = net.connect(port, '127.0.0.1');
-      s.on('connect', () => { s.destroy(); resolve(); });
-      s.on('error', () => {
-        s.destroy();
-        if (Date.now() > deadline) reject(new Error(`port ${port} never accepted`));
-        else setTimeout(attempt, 20);
-      });
-    };
-    attempt();
-  });
-}
-
-// Starts a child; resolves `exited` with {code, signal, stdout, stderr}.
-function run(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  const out = { stdout: '', stderr: '' };
-  child.stdout.on('data', (d) => { out.stdout += d; });
-  child.stderr.on('data', (d) => { out.stderr += d; });
-  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => {
-    children.delete(child);
-    resolve({ code, signal, ...out });
-  }));
-  child.out = out;
-  return child;
-}
-
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function waitFor(cond, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function check(cond, msg) { if (!cond) throw new Error(`check failed: ${msg}`); }
 
 async function nodeToTopobus(url) {
   const sub = run(topobus, ['sub', 'topology.ia.>', '--count', '1', '--bus', url]);
