@@ -20,6 +20,7 @@
 
 enum {
     DEFAULT_RING_SIZE = 65536,
+    DEFAULT_RING_MAX_BYTES = 64 << 20,
     DEFAULT_MAX_AGE_S = 3600,
     DEFAULT_RECONNECT_WAIT_MS = 250,
     DEFAULT_CONNECT_TIMEOUT_MS = 2000,
@@ -59,6 +60,7 @@ void tb_bus_options_init(tb_bus_options_t *opts)
 {
     *opts = (tb_bus_options_t){
         .ring_size = DEFAULT_RING_SIZE,
+        .ring_max_bytes = DEFAULT_RING_MAX_BYTES,
         .stream_name = "TOPOBUS",
         .stream_max_age_s = DEFAULT_MAX_AGE_S,
         .stream_max_bytes = (int64_t)256 * 1024 * 1024,
@@ -89,7 +91,8 @@ static bool stream_name_valid(const char *name)
 
 static tb_status options_check(const tb_bus_options_t *o)
 {
-    if (o->ring_size < 1 || o->ring_size > MAX_RING_SIZE || !o->stream_name ||
+    if (o->ring_size < 1 || o->ring_size > MAX_RING_SIZE || o->ring_max_bytes < 1 ||
+        !o->stream_name ||
         !stream_name_valid(o->stream_name) || o->stream_max_age_s < 0 || o->stream_max_bytes < 0 ||
         o->stream_replicas < 1 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
         o->publish_buffer_bytes < 0 || o->sub_pending_msgs < 1 || o->sub_pending_bytes < 1)

@@ -25,9 +25,12 @@ typedef struct mem_bus {
     pthread_rwlock_t index_lock;
     tb_mem_index_t *index;
     pthread_mutex_t ring_mu;
-    tb_event_t **ring; /* ring[seq % ring_size] */
+    tb_event_t **ring; /* ring[seq % ring_size] for seq in [tail, head] */
     size_t ring_size;
+    size_t ring_bytes;     /* payload bytes of the events held */
+    size_t ring_max_bytes; /* the ring also gives up old events to stay under this */
     uint64_t head; /* sequence of the newest event; 0 before the first */
+    uint64_t tail; /* sequence of the oldest event held (head + 1 when empty) */
 } mem_bus_t;
 
 static mem_bus_t *mem_of(tb_bus_t *bus)
@@ -46,7 +49,9 @@ static tb_status mem_create(tb_bus_t **out, const char *url, const tb_bus_option
     TB_ASSERT(pthread_mutex_init(&m->ring_mu, NULL) == 0);
     tb__mem_index_create(&m->index);
     m->ring_size = opts->ring_size;
+    m->ring_max_bytes = opts->ring_max_bytes;
     m->ring = tb_xcalloc(m->ring_size, sizeof *m->ring);
+    m->tail = 1;
     *out = &m->base;
     return TB_OK;
 }
@@ -64,16 +69,29 @@ static void mem_destroy(tb_bus_t *bus)
     free(m);
 }
 
+/* Drops the oldest held event. ring_mu held; the unref only frees memory. */
+static void evict_oldest(mem_bus_t *m)
+{
+    tb_event_t **slot = &m->ring[m->tail % m->ring_size];
+    m->ring_bytes -= (*slot)->payload_len;
+    tb_event_unref(*slot);
+    *slot = NULL;
+    m->tail++;
+}
+
 static tb_status mem_publish(tb_bus_t *bus, tb_event_t *ev)
 {
     mem_bus_t *m = mem_of(bus);
     pthread_mutex_lock(&m->ring_mu);
     ev->seq = ++m->head;
-    tb_event_t **slot = &m->ring[ev->seq % m->ring_size];
-    tb_event_t *evicted = *slot;
-    *slot = tb_event_ref(ev);
+    if (m->head - m->tail + 1 > m->ring_size)
+        evict_oldest(m); /* by count: the slot is about to be reused */
+    m->ring[ev->seq % m->ring_size] = tb_event_ref(ev);
+    m->ring_bytes += ev->payload_len;
+    /* By size: large events must not pin gigabytes for replay. The newest always stays. */
+    while (m->ring_bytes > m->ring_max_bytes && m->tail < m->head)
+        evict_oldest(m);
     pthread_mutex_unlock(&m->ring_mu);
-    tb_event_unref(evicted);
 
     tb_sub_t *stack[STACK_MATCHES];
     tb_sub_vec_t matches = {.items = stack, .len = 0, .cap = STACK_MATCHES};
@@ -129,8 +147,7 @@ static tb_status mem_replay(tb_bus_t *bus, const char *pattern, const tb_cursor_
     if (after->epoch != bus->epoch)
         return TB_ENOTFOUND;
     pthread_mutex_lock(&m->ring_mu);
-    uint64_t oldest = m->head >= m->ring_size ? m->head - m->ring_size + 1 : 1;
-    if (after->seq > m->head || after->seq + 1 < oldest) {
+    if (after->seq > m->head || after->seq + 1 < m->tail) {
         pthread_mutex_unlock(&m->ring_mu);
         return TB_ENOTFOUND;
     }

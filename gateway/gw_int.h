@@ -64,6 +64,7 @@ typedef struct gw_counters {
     atomic_uint_fast64_t sse_resyncs;     /* snapshots sent to replace a lost backlog */
     atomic_uint_fast64_t sse_frames;      /* event frames queued to streams */
     atomic_uint_fast64_t sse_rejected_cap; /* 429 answers */
+    atomic_int_fast64_t sse_queued_bytes;  /* frame bytes waiting in stream queues */
 } gw_counters_t;
 
 struct tb_gateway {

@@ -61,6 +61,8 @@ static void get_metrics(gw_request_t *req)
            atomic_load(&c->sse_resyncs));
     metric(&b, "topobus_sse_rejected_cap_total", "counter", "streams refused by the per-user cap",
            atomic_load(&c->sse_rejected_cap));
+    metric(&b, "topobus_sse_queued_bytes", "gauge", "event bytes waiting in stream queues",
+           (unsigned long long)atomic_load(&c->sse_queued_bytes));
     metric(&b, "topobus_sse_subscriptions", "gauge", "topologies with a bus subscription",
            gw_fanout_count(req->gw->fanout));
     metric(&b, "topobus_inbox_overflows_total", "counter",

@@ -118,6 +118,7 @@ static void queue_clear(gw_session_t *s)
 {
     for (uint32_t i = 0; i < s->count; i++)
         gw_frame_unref(s->ring[(s->head + i) % s->cap]);
+    atomic_fetch_sub(&s->loop->gw->counters.sse_queued_bytes, (int_fast64_t)s->queued_bytes);
     s->head = s->count = 0;
     s->queued_bytes = 0;
 }
@@ -161,6 +162,7 @@ static void enqueue(gw_session_t *s, gw_frame_t *f)
     s->ring[(s->head + s->count) % s->cap] = gw_frame_ref(f);
     s->count++;
     s->queued_bytes += f->len;
+    atomic_fetch_add(&s->loop->gw->counters.sse_queued_bytes, (int_fast64_t)f->len);
     atomic_fetch_add(&s->loop->gw->counters.sse_frames, 1);
     request_write(s);
 }
@@ -413,6 +415,7 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
         s->head = (s->head + 1) % s->cap;
         s->count--;
         s->queued_bytes -= f->len;
+        atomic_fetch_sub(&s->loop->gw->counters.sse_queued_bytes, (int_fast64_t)f->len);
         gw_frame_unref(f);
         if (s->control.len > 0)
             break;

@@ -45,6 +45,7 @@ typedef struct tb_config {
     const char *jwt_public_key_file; /* NULL if not configured */
     long sse_max_per_user;    /* 0 = no cap */
     const char *cors_origins; /* NULL if none */
+    long nats_pending_msgs;   /* per-subscription NATS queue before drops (0: the bus default) */
     tb_log_level log_level;
     char *owned_secret;       /* secret read from TOPOBUS_JWT_SECRET_FILE */
 } tb_config_t;

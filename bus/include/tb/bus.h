@@ -70,6 +70,7 @@ typedef struct tb_sub_handlers {
 /** Settings of a bus; tb_bus_options_init fills the defaults. */
 typedef struct tb_bus_options {
     size_t ring_size;              /* mem: events kept for replay (default 65536) */
+    size_t ring_max_bytes;         /* mem: payload bytes kept for replay (default 64 MiB) */
     const char *stream_name;       /* nats: JetStream stream on topology.> ("TOPOBUS") */
     int64_t stream_max_age_s;      /* nats: stream retention by age (3600) */
     int64_t stream_max_bytes;      /* nats: stream retention by size (256 MiB) */

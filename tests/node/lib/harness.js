@@ -86,9 +86,14 @@ class Nats {
     this.jetstream = jetstream;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-nats-'));
   }
-  async start(port) {
-    this.port = port || this.port || await freePort();
+  // Picks the port (and URL) without starting, so a client can be pointed at a server not yet up.
+  async reserve() {
+    this.port = this.port || await freePort();
     this.url = `nats://127.0.0.1:${this.port}`;
+  }
+  async start(port) {
+    if (port) this.port = port;
+    await this.reserve();
     const args = ['-a', '127.0.0.1', '-p', String(this.port)];
     if (this.jetstream) args.push('-js', '-sd', this.dir);
     this.proc = run(which('nats-server'), args);

@@ -322,6 +322,41 @@ static void test_mem_replay_after_cursor_and_gone(void **state)
     tb_bus_destroy(bus);
 }
 
+static void test_mem_ring_is_bounded_by_bytes_too(void **state)
+{
+    (void)state;
+    tb_bus_options_t o;
+    tb_bus_options_init(&o);
+    o.ring_size = 1000;
+    o.ring_max_bytes = 3000; /* room for two 1 KiB payloads, not three */
+    tb_bus_t *bus = NULL;
+    assert_int_equal(tb_bus_create(&bus, "mem://", &o), TB_OK);
+    char payload[1100];
+    snprintf(payload, sizeof payload, "{\"blob\":\"%01020d\"}", 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(tb_bus_publish(bus, "topology.a.big", NULL, payload, strlen(payload)),
+                         TB_OK);
+    collected_t c = {0};
+    tb_cursor_t after = {tb_bus_epoch(bus), 2}; /* 3 was evicted to stay under the bytes */
+    assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_ENOTFOUND);
+    after.seq = 3;
+    assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.seqs[0], 4);
+    assert_int_equal(c.seqs[1], 5);
+    /* One event larger than the whole bound is still kept: the newest always stays. */
+    o.ring_max_bytes = 10;
+    tb_bus_t *tiny = NULL;
+    assert_int_equal(tb_bus_create(&tiny, "mem://", &o), TB_OK);
+    assert_int_equal(tb_bus_publish(tiny, "topology.a.big", NULL, payload, strlen(payload)), TB_OK);
+    c.n = 0;
+    after = (tb_cursor_t){tb_bus_epoch(tiny), 0};
+    assert_int_equal(tb_bus_replay(tiny, "topology.>", &after, on_replayed, &c), TB_OK);
+    assert_int_equal(c.n, 1);
+    tb_bus_destroy(tiny);
+    tb_bus_destroy(bus);
+}
+
 static void test_mem_publish_event_copies_shared_events(void **state)
 {
     (void)state;
@@ -405,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_mem_wildcards_match_as_nats),
         cmocka_unit_test(test_mem_bad_input_is_einval),
         cmocka_unit_test(test_mem_unsubscribe_during_delivery_stops_delivery),
+        cmocka_unit_test(test_mem_ring_is_bounded_by_bytes_too),
         cmocka_unit_test(test_mem_callback_may_publish_and_destroy_closes_leftovers),
         cmocka_unit_test(test_mem_many_threads_publishing_deliver_each_once),
         cmocka_unit_test(test_mem_close_from_other_thread_waits_for_running_callbacks),
