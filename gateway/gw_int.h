@@ -49,6 +49,9 @@ typedef struct gw_loop {
     int bus_state;                    /* tb_bus_state_t as last told */
     bool draining;
     char *write_buf;                  /* LWS_PRE + GW_SSE_WRITE_BUDGET */
+    /* Written only by this loop's thread (relaxed, uncontended), read by /metrics. */
+    atomic_uint_fast64_t frames_queued;  /* event frames queued to streams */
+    atomic_int_fast64_t queued_bytes;    /* frame bytes waiting in stream queues */
 } gw_loop_t;
 
 typedef struct gw_counters {
@@ -62,9 +65,7 @@ typedef struct gw_counters {
     atomic_int_fast64_t sse_open;         /* streams open now */
     atomic_uint_fast64_t sse_opened;      /* streams ever opened */
     atomic_uint_fast64_t sse_resyncs;     /* snapshots sent to replace a lost backlog */
-    atomic_uint_fast64_t sse_frames;      /* event frames queued to streams */
     atomic_uint_fast64_t sse_rejected_cap; /* 429 answers */
-    atomic_int_fast64_t sse_queued_bytes;  /* frame bytes waiting in stream queues */
 } gw_counters_t;
 
 struct tb_gateway {

@@ -54,15 +54,20 @@ static void get_metrics(gw_request_t *req)
            (unsigned long long)atomic_load(&c->sse_open));
     metric(&b, "topobus_sse_streams_opened_total", "counter", "SSE streams opened",
            atomic_load(&c->sse_opened));
-    metric(&b, "topobus_sse_frames_total", "counter", "event frames queued to streams",
-           atomic_load(&c->sse_frames));
+    unsigned long long frames = 0;
+    long long queued = 0;
+    for (unsigned i = 0; i < req->gw->nloops; i++) {
+        frames += atomic_load_explicit(&req->gw->loops[i].frames_queued, memory_order_relaxed);
+        queued += atomic_load_explicit(&req->gw->loops[i].queued_bytes, memory_order_relaxed);
+    }
+    metric(&b, "topobus_sse_frames_total", "counter", "event frames queued to streams", frames);
     metric(&b, "topobus_sse_resyncs_total", "counter",
            "snapshots sent because a stream's backlog or upstream events were lost",
            atomic_load(&c->sse_resyncs));
     metric(&b, "topobus_sse_rejected_cap_total", "counter", "streams refused by the per-user cap",
            atomic_load(&c->sse_rejected_cap));
     metric(&b, "topobus_sse_queued_bytes", "gauge", "event bytes waiting in stream queues",
-           (unsigned long long)atomic_load(&c->sse_queued_bytes));
+           (unsigned long long)queued);
     metric(&b, "topobus_sse_subscriptions", "gauge", "topologies with a bus subscription",
            gw_fanout_count(req->gw->fanout));
     metric(&b, "topobus_inbox_overflows_total", "counter",

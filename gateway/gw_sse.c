@@ -50,7 +50,7 @@ typedef struct gw_session {
     int64_t last_write_ms;
     int64_t close_at_ms; /* drain: when this stream is closed; 0 = not scheduled */
     int fd;
-    bool resync, keepalive_due, dead, closing, close_after_write;
+    bool resync, keepalive_due, dead, closing, close_after_write, write_requested;
 } gw_session_t;
 
 /* ---- frames and lookup ------------------------------------------------ */
@@ -114,18 +114,29 @@ static void topic_put(gw_loop_t *loop, gw_loop_topology_t *t)
 
 /* ---- the queue ----------------------------------------------------------- */
 
+/* Asks lws for WRITEABLE once per pending write, not once per queued event. */
+static void request_write(gw_session_t *s)
+{
+    if (s->write_requested)
+        return;
+    s->write_requested = true;
+    lws_callback_on_writable(s->req->wsi);
+}
+
+/* The loop's gauge has one writer (this thread): a plain relaxed store, no locked add. */
+static void loop_add_queued(gw_loop_t *loop, int64_t delta)
+{
+    int64_t now = atomic_load_explicit(&loop->queued_bytes, memory_order_relaxed);
+    atomic_store_explicit(&loop->queued_bytes, now + delta, memory_order_relaxed);
+}
+
 static void queue_clear(gw_session_t *s)
 {
     for (uint32_t i = 0; i < s->count; i++)
         gw_frame_unref(s->ring[(s->head + i) % s->cap]);
-    atomic_fetch_sub(&s->loop->gw->counters.sse_queued_bytes, (int_fast64_t)s->queued_bytes);
+    loop_add_queued(s->loop, -(int64_t)s->queued_bytes);
     s->head = s->count = 0;
     s->queued_bytes = 0;
-}
-
-static void request_write(gw_session_t *s)
-{
-    lws_callback_on_writable(s->req->wsi);
 }
 
 /* Drops the backlog and sends a fresh snapshot instead (CONTRACT §3.6). */
@@ -162,8 +173,10 @@ static void enqueue(gw_session_t *s, gw_frame_t *f)
     s->ring[(s->head + s->count) % s->cap] = gw_frame_ref(f);
     s->count++;
     s->queued_bytes += f->len;
-    atomic_fetch_add(&s->loop->gw->counters.sse_queued_bytes, (int_fast64_t)f->len);
-    atomic_fetch_add(&s->loop->gw->counters.sse_frames, 1);
+    loop_add_queued(s->loop, (int64_t)f->len);
+    atomic_store_explicit(&s->loop->frames_queued,
+                          atomic_load_explicit(&s->loop->frames_queued, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     request_write(s);
 }
 
@@ -415,7 +428,7 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
         s->head = (s->head + 1) % s->cap;
         s->count--;
         s->queued_bytes -= f->len;
-        atomic_fetch_sub(&s->loop->gw->counters.sse_queued_bytes, (int_fast64_t)f->len);
+        loop_add_queued(s->loop, -(int64_t)f->len);
         gw_frame_unref(f);
         if (s->control.len > 0)
             break;
@@ -426,6 +439,7 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
 int tb__gw_sse_writeable(gw_request_t *req)
 {
     gw_session_t *s = req->sse;
+    s->write_requested = false;
     if (s->dead || s->closing)
         return -1;
     if (s->resync) {
