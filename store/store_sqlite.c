@@ -196,7 +196,19 @@ static tb_status read_int(tb_sq_store_t *q, const char *sql, sqlite3_int64 *out,
     return rc == SQLITE_ROW ? TB_OK : tb__sq_error(q, rc, "read schema version", err);
 }
 
-static tb_status record_migration(tb_sq_store_t *q, const struct tb__store_migration *m,
+/* NNN of an embedded "NNN_name.sql" (the build checks the names). */
+static int migration_version(const tb_embedded_file_t *m)
+{
+    return (m->name[0] - '0') * 100 + (m->name[1] - '0') * 10 + (m->name[2] - '0');
+}
+
+/* The name recorded and logged: the file name without ".sql". */
+static int migration_name_len(const tb_embedded_file_t *m)
+{
+    return (int)strlen(m->name) - 4;
+}
+
+static tb_status record_migration(tb_sq_store_t *q, const tb_embedded_file_t *m,
                                   tb_store_err_t *err)
 {
     sqlite3_stmt *st = NULL;
@@ -205,8 +217,8 @@ static tb_status record_migration(tb_sq_store_t *q, const struct tb__store_migra
                                 "VALUES (?1, ?2, ?3)",
                                 -1, &st, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_int(st, 1, m->version);
-        sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 1, migration_version(m));
+        sqlite3_bind_text(st, 2, m->name, migration_name_len(m), SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, tb__store_now_ms());
         rc = sqlite3_step(st);
     }
@@ -219,8 +231,8 @@ static tb_status record_migration(tb_sq_store_t *q, const struct tb__store_migra
  * file at once migrate it exactly once; the second sees the new version. */
 static tb_status migrate(tb_sq_store_t *q, tb_store_err_t *err)
 {
-    TB_ASSERT(tb__store_migration_count > 0);
-    const int latest = tb__store_migrations[tb__store_migration_count - 1].version;
+    TB_ASSERT(tb__store_schema_count > 0);
+    const int latest = migration_version(&tb__store_schema[tb__store_schema_count - 1]);
     tb_status st = exec_sql(q, "BEGIN IMMEDIATE", "begin migration", err);
     if (st)
         return st;
@@ -239,16 +251,16 @@ static tb_status migrate(tb_sq_store_t *q, tb_store_err_t *err)
                             "knows; run a newer topobus",
                             (long long)current, latest);
     }
-    for (size_t i = 0; !st && i < tb__store_migration_count; i++) {
-        const struct tb__store_migration *m = &tb__store_migrations[i];
-        if (m->version <= current)
+    for (size_t i = 0; !st && i < tb__store_schema_count; i++) {
+        const tb_embedded_file_t *m = &tb__store_schema[i];
+        if (migration_version(m) <= current)
             continue;
-        st = exec_sql(q, m->sql, m->name, err);
+        st = exec_sql(q, (const char *)m->data, m->name, err);
         if (!st)
             st = record_migration(q, m, err);
         if (!st)
-            tb_log(TB_LOG_NOTICE, "store", "applied schema migration name=%s path=%s", m->name,
-                   q->path);
+            tb_log(TB_LOG_NOTICE, "store", "applied schema migration name=%.*s path=%s",
+                   migration_name_len(m), m->name, q->path);
     }
     if (st) {
         exec_sql(q, "ROLLBACK", "rollback migration", err);

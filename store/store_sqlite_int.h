@@ -13,17 +13,11 @@
 #include <sqlite3.h>
 
 #include "store_int.h"
+#include "tb/embed.h"
 
-/** One forward migration, embedded from store/schema/NNN_name.sql. */
-struct tb__store_migration {
-    int version;      /* NNN */
-    const char *name; /* "NNN_name" */
-    const char *sql;  /* the file's text, NUL-terminated */
-};
-
-/** Sorted by version; generated at build time (store_schema.c). */
-extern const struct tb__store_migration tb__store_migrations[];
-extern const size_t tb__store_migration_count;
+/** The forward migrations store/schema/NNN_name.sql, sorted by NNN (embedded at build time). */
+extern const tb_embedded_file_t tb__store_schema[];
+extern const size_t tb__store_schema_count;
 
 /** Every statement the backend runs after open; the SQL is in store_sqlite.c. */
 typedef enum tb_sq_stmt {
