@@ -11,6 +11,7 @@
 #include "gw_auth_http.h"
 #include "gw_int.h"
 #include "gw_sse.h"
+#include "gw_web.h"
 #include "gw_fanout.h"
 #include "tb/buf.h"
 #include "tb/clock.h"
@@ -99,6 +100,9 @@ static void post_sse_ticket(gw_request_t *req)
 }
 
 static const gw_route_t routes[] = {
+    {"/", GW_GET, tb__gw_web_index, NULL},
+    {"/app.js", GW_GET, tb__gw_web_asset, NULL},
+    {"/app.css", GW_GET, tb__gw_web_asset, NULL},
     {"/healthz", GW_GET, get_healthz, NULL},
     {"/readyz", GW_GET, tb__gw_api_get_readyz, NULL},
     {"/metrics", GW_GET, get_metrics, NULL},
