@@ -375,6 +375,7 @@ void tb_gateway_stop(tb_gateway_t *gw)
     if (!gw || gw->stopped)
         return;
     gw->stopped = true;
+    bool was_serving = gw->accept_started; /* a gateway that never started logs nothing */
     stop_accepting(gw);
     atomic_store(&gw->attach_stop, true);
     if (gw->attach_started) {
@@ -403,7 +404,8 @@ void tb_gateway_stop(tb_gateway_t *gw)
             loop->thread_started = false;
         }
     }
-    tb_log(TB_LOG_NOTICE, "gateway", "stopped");
+    if (was_serving)
+        tb_log(TB_LOG_NOTICE, "gateway", "stopped");
 }
 
 void tb_gateway_destroy(tb_gateway_t *gw)
