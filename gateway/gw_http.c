@@ -278,7 +278,11 @@ static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const
         tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
         return respond(req);
     }
-    req->close_after = false; /* the body is read to its end */
+    /* lws 4.1.6 passes chunked bodies through framed and never completes them: decode
+     * here, and close afterwards since lws cannot tell where the next request starts. */
+    req->close_after = chunked;
+    req->chunked = chunked;
+    gw_chunked_init(&req->dechunk);
     if (declared == 0 || (declared < 0 && !chunked))
         return dispatch(req);
     return 0;
@@ -288,13 +292,26 @@ static int on_body(gw_request_t *req, const void *in, size_t len)
 {
     if (!req->active || req->headers_sent)
         return 0;
-    if (req->body.len + len > GW_BODY_MAX) {
-        req->close_after = true;
-        tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
-        return respond(req);
+    if (req->chunked) {
+        size_t used;
+        switch (gw_chunked_feed(&req->dechunk, in, len, &req->body, GW_BODY_MAX, &used)) {
+        case GW_CHUNKED_MORE:
+            return 0;
+        case GW_CHUNKED_DONE:
+            return dispatch(req);
+        case GW_CHUNKED_TOO_LARGE:
+            break;
+        case GW_CHUNKED_BAD:
+            tb__gw_reply_error(req, 400, "bad_chunked_body", "malformed chunked request body");
+            return respond(req);
+        }
+    } else if (req->body.len + len <= GW_BODY_MAX) {
+        tb_buf_append(&req->body, in, len);
+        return 0;
     }
-    tb_buf_append(&req->body, in, len);
-    return 0;
+    req->close_after = true;
+    tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
+    return respond(req);
 }
 
 static int on_writeable(gw_request_t *req)
@@ -341,8 +358,8 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP_BODY:
         return on_body(req, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!req->active || req->headers_sent)
-            return 0;
+        if (!req->active || req->headers_sent || req->chunked)
+            return 0; /* a chunked body completes in on_body */
         return dispatch(req);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return req->sse ? tb__gw_sse_writeable(req) : on_writeable(req);

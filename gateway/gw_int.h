@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "gw_chunked.h"
 #include "gw_inbox.h"
 #include "tb/buf.h"
 #include "tb/gateway.h"
@@ -128,7 +129,8 @@ typedef struct gw_request {
     char *authorization;  /* Authorization header value (heap), NULL if absent */
     char *origin;         /* Origin header value (heap), NULL if absent */
     tb_buf_t body;
-    bool body_too_large;
+    bool chunked;           /* the body is chunked: decoded by dechunk, not lws */
+    gw_chunked_t dechunk;
     int64_t started_ms;
     /* The response. */
     int status;

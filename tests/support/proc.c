@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +83,36 @@ const char *tb_test_which(const char *name)
     return NULL;
 }
 
-pid_t tb_test_spawn(const char *const argv[], const char *log_path)
+/* environ without the names set in env ("NAME=value"), then env: a new array of borrowed strings. */
+static char **merged_env(const char *const env[])
+{
+    size_t n = 0, m = 0;
+    while (environ[n])
+        n++;
+    while (env && env[m])
+        m++;
+    char **out = calloc(n + m + 1, sizeof *out);
+    if (!out)
+        abort();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool overridden = false;
+        for (size_t j = 0; j < m && !overridden; j++) {
+            size_t len = strcspn(env[j], "=");
+            overridden = strncmp(environ[i], env[j], len) == 0 && environ[i][len] == '=';
+        }
+        if (!overridden)
+            out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++) {
+        /* "NAME=" without a value removes NAME from the child's environment. */
+        if (env[j][strcspn(env[j], "=") + 1] != '\0')
+            out[k++] = (char *)(uintptr_t)env[j];
+    }
+    return out;
+}
+
+pid_t tb_test_spawn_env(const char *const argv[], const char *const env[], const char *log_path)
 {
     const char *exe = tb_test_which(argv[0]);
     if (!exe) {
@@ -98,13 +128,20 @@ pid_t tb_test_spawn(const char *const argv[], const char *log_path)
     pid_t pid;
     /* posix_spawn's argv is char *const[]; it does not write to the strings. */
     char **args = (char **)(void *)(uintptr_t)argv;
-    int rc = posix_spawn(&pid, exe, &fa, NULL, args, environ);
+    char **envp = merged_env(env);
+    int rc = posix_spawn(&pid, exe, &fa, NULL, args, envp);
+    free(envp);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
         fprintf(stderr, "spawn %s: %s\n", exe, strerror(rc));
         return -1;
     }
     return pid;
+}
+
+pid_t tb_test_spawn(const char *const argv[], const char *log_path)
+{
+    return tb_test_spawn_env(argv, NULL, log_path);
 }
 
 static bool port_accepts(int port)
