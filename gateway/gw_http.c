@@ -373,12 +373,15 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
         if (req && req->sse) {
             tb__gw_sse_closed(req);
         } else if (req && req->active) {
+            bool timed_out = tb_clock_mono_ms() - req->started_ms >= GW_REQUEST_TIMEOUT_S * 1000;
             if (!req->status)
-                req->status = 499; /* the client went away before a response */
+                req->status = timed_out ? 408 : 499; /* dropped as too slow, or the client left */
             if (!req->headers_sent)
                 tb__gw_metrics_count_response(req);
             tb__gw_access_log(req, req->sent,
-                              req->headers_sent ? " (client closed early)" : " (client closed)");
+                              req->headers_sent ? " (closed early)"
+                              : timed_out       ? " (timed out)"
+                                                : " (client closed)");
             tb__gw_request_finish(req);
         }
         return 0;

@@ -22,6 +22,7 @@
 
 #define GW_BODY_MAX (64 * 1024)     /* request body limit (413 above) */
 #define GW_PATH_MAX 1024            /* longer request paths are answered 414 */
+#define GW_REQUEST_TIMEOUT_S 10     /* headers, and then the body, must arrive within this */
 #define GW_INBOX_CAPACITY 65536     /* messages waiting for one loop */
 #define GW_WRITE_CHUNK (16 * 1024)  /* bytes per lws_write of a response body */
 #define GW_MAX_EXTRA_HEADERS 6
