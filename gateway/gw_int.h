@@ -177,7 +177,7 @@ const char *tb__gw_route_slot_name(size_t slot);
 /* gw_metrics.c: counters for /metrics. Any thread; each is one relaxed atomic add. */
 /** Counts req's response under its route and status. */
 void tb__gw_metrics_count_response(const gw_request_t *req);
-/** Counts a refused credential; why is one of the static reasons of the auth code. */
+/** Counts a refused credential (401) or a missing role (403) under its reason. */
 void tb__gw_metrics_count_auth(tb_gateway_t *gw, gw_auth_reason reason);
 /** Maps a static rejection reason of tb_auth_verify/tb_auth_claims_check to its label. */
 gw_auth_reason tb__gw_auth_reason_of(const char *why);
