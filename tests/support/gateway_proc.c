@@ -15,7 +15,48 @@
 #include "gateway_proc.h"
 #include "proc.h"
 
-enum { START_TIMEOUT_MS = 15000, MAX_ENV = 32, MAX_ARGS = 32 };
+enum { START_TIMEOUT_MS = 15000, MAX_ENV = 32, MAX_ARGS = 32, MAX_LIVE = 64 };
+
+/*
+ * Gateways started and not yet stopped. A failed assertion leaves its test
+ * before the test's own cleanup; at exit these are killed by PID and their
+ * directories removed, so a failing test never leaves a gateway behind.
+ */
+static struct {
+    pid_t pid;
+    char dir[64];
+} live[MAX_LIVE]; /* copies: a test's own struct may be gone with its stack frame */
+
+/* Records g's current pid under its directory, or forgets the directory (on false). */
+static void track(const tb_test_gateway_t *g, bool on)
+{
+    size_t slot = MAX_LIVE;
+    for (size_t i = 0; i < MAX_LIVE; i++) {
+        if (strcmp(live[i].dir, g->dir) == 0) {
+            slot = i;
+            break;
+        }
+        if (slot == MAX_LIVE && live[i].dir[0] == '\0')
+            slot = i;
+    }
+    if (slot == MAX_LIVE)
+        return;
+    live[slot].pid = g->pid;
+    snprintf(live[slot].dir, sizeof live[slot].dir, "%s", on ? g->dir : "");
+}
+
+static void reap_live(void)
+{
+    for (size_t i = 0; i < MAX_LIVE; i++) {
+        if (!live[i].dir[0])
+            continue;
+        tb_test_gateway_t g;
+        memset(&g, 0, sizeof g);
+        g.pid = live[i].pid;
+        snprintf(g.dir, sizeof g.dir, "%s", live[i].dir);
+        tb_test_gateway_cleanup(&g);
+    }
+}
 
 const char *tb_test_topobus(void)
 {
@@ -163,7 +204,13 @@ bool tb_test_gateway_start(tb_test_gateway_t *g, const tb_test_gateway_opts_t *o
     const tb_test_gateway_opts_t *o = opts ? opts : &none;
     if (!make_dir(g))
         return false;
+    static bool registered;
+    if (!registered) {
+        atexit(reap_live);
+        registered = true;
+    }
     g->pid = spawn_gateway(g, o);
+    track(g, true);
     if (g->pid < 0)
         return false;
     long long deadline = tb_test_now_ms() + START_TIMEOUT_MS;
@@ -187,6 +234,7 @@ bool tb_test_gateway_start(tb_test_gateway_t *g, const tb_test_gateway_opts_t *o
     if (g->pid > 0)
         tb_test_stop(g->pid, SIGKILL, 2000);
     g->pid = -1;
+    track(g, true); /* the directory stays registered until cleanup */
     return false;
 }
 
@@ -196,6 +244,7 @@ int tb_test_gateway_stop(tb_test_gateway_t *g, int sig, int timeout_ms)
         return -1;
     int status = tb_test_stop(g->pid, sig, timeout_ms);
     g->pid = -1;
+    track(g, true);
     return status;
 }
 
@@ -215,6 +264,7 @@ void tb_test_gateway_cleanup(tb_test_gateway_t *g)
     if (d)
         closedir(d);
     rmdir(g->dir);
+    track(g, false);
     g->dir[0] = '\0';
 }
 

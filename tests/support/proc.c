@@ -201,6 +201,32 @@ int tb_test_stop(pid_t pid, int sig, int timeout_ms)
     }
 }
 
+/* nats-servers running; killed by PID at exit if a failed assertion skipped the stop. */
+static pid_t live_nats[16];
+
+static void reap_nats(void)
+{
+    for (size_t i = 0; i < sizeof live_nats / sizeof live_nats[0]; i++) {
+        if (live_nats[i] > 0)
+            tb_test_stop(live_nats[i], SIGKILL, 2000);
+    }
+}
+
+static void track_nats(pid_t old_pid, pid_t new_pid)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(reap_nats);
+        registered = true;
+    }
+    for (size_t i = 0; i < sizeof live_nats / sizeof live_nats[0]; i++) {
+        if (live_nats[i] == old_pid) {
+            live_nats[i] = new_pid;
+            return;
+        }
+    }
+}
+
 static bool nats_launch(tb_test_nats_t *n)
 {
     char port[16];
@@ -211,9 +237,11 @@ static bool nats_launch(tb_test_nats_t *n)
     n->pid = tb_test_spawn(n->jetstream ? js : plain, NULL);
     if (n->pid < 0)
         return false;
+    track_nats(0, n->pid);
     if (!tb_test_wait_port(n->port, START_TIMEOUT_MS)) {
         fprintf(stderr, "nats-server did not accept on port %d\n", n->port);
         tb_test_stop(n->pid, SIGKILL, 1000);
+        track_nats(n->pid, 0);
         n->pid = -1;
         return false;
     }
@@ -241,8 +269,10 @@ bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
 
 void tb_test_nats_kill(tb_test_nats_t *n, int sig)
 {
-    if (n->pid > 0)
+    if (n->pid > 0) {
         tb_test_stop(n->pid, sig, 5000);
+        track_nats(n->pid, 0);
+    }
     n->pid = -1;
 }
 
