@@ -40,6 +40,9 @@ int tb__cmd_gateway(int argc, char **argv)
     tb_auth_t *auth = NULL;
     tb_gateway_t *gw = NULL;
     tb_store_t *store = NULL;
+    /* Until the socket is bound, log lines wait: a failure prints only its one error line,
+     * and a start prints the address first, where scripts and tests read it. */
+    int held = tb__cmd_log_hold();
     if (!cfg.jwt_secret && !cfg.jwt_public_key_file) {
         tb__cmd_error("TOPOBUS_JWT_SECRET: not set (the gateway refuses to start without a key; "
                       "set TOPOBUS_JWT_SECRET, TOPOBUS_JWT_SECRET_FILE or "
@@ -65,6 +68,10 @@ int tb__cmd_gateway(int argc, char **argv)
         rc = st == TB_EINVAL ? TB_EXIT_USAGE : TB_EXIT_FAILURE;
         goto out;
     }
+    tb__cmd_log_release(held);
+    tb_log(TB_LOG_NOTICE, "gateway", "listening on %s", tb_gateway_address(gw));
+    tb__cmd_log_drop_held(held, true);
+    held = -1;
     if (tb_gateway_start(gw)) {
         tb__cmd_error("cannot start the gateway threads");
         rc = TB_EXIT_FAILURE;
@@ -75,6 +82,7 @@ int tb__cmd_gateway(int argc, char **argv)
     tb_log(TB_LOG_NOTICE, "gateway", "signal %d: shutting down", sig);
     rc = TB_EXIT_OK;
 out:
+    tb__cmd_log_drop_held(held, false);
     /* Gateway first (it uses both), then the bus (no more callbacks), then the store. */
     tb_gateway_destroy(gw);
     tb_app_bus_close();

@@ -6,6 +6,8 @@
 #ifndef TB_CMD_INT_H
 #define TB_CMD_INT_H
 
+#include <stdbool.h>
+
 #include "tb/bus.h"
 #include "tb/config.h"
 #include "tb/store.h"
@@ -34,6 +36,18 @@ int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out);
 int tb__cmd_configure_bus(const tb_config_t *cfg);
 /** The gateway's bus provider: the process bus, or NULL while unavailable. */
 tb_bus_t *tb__cmd_app_bus(void *ud);
+
+/**
+ * Sends log lines to a memory file until tb__cmd_log_release, so a startup
+ * failure prints only its one error line and a successful start can print
+ * the listening address first. Call before any thread starts. Returns the
+ * held fd, or -1 if holding is not possible (lines then go to stderr).
+ */
+int tb__cmd_log_hold(void);
+/** Sends log lines to stderr again; the held lines stay held. */
+void tb__cmd_log_release(int held);
+/** Releases if needed, copies the held lines to stderr if replay, and closes held. */
+void tb__cmd_log_drop_held(int held, bool replay);
 
 /** Blocks SIGINT/SIGTERM in this and all later threads; ignores SIGPIPE. Call first. */
 void tb__cmd_block_signals(void);

@@ -1,8 +1,12 @@
 /*
  * Wiring shared by the long-running subcommands: opening the store with a
- * clear error, configuring the process bus, and the gateway's bus provider.
+ * clear error, configuring the process bus, the gateway's bus provider, and
+ * holding back startup log lines until the listening address is known.
  */
+#define _GNU_SOURCE
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "cmd_int.h"
 #include "tb/bus.h"
@@ -35,4 +39,34 @@ tb_bus_t *tb__cmd_app_bus(void *ud)
 {
     (void)ud;
     return tb_app_bus();
+}
+
+int tb__cmd_log_hold(void)
+{
+    int fd = memfd_create("topobus-startup-log", MFD_CLOEXEC);
+    if (fd >= 0)
+        tb_log_set_fd(fd);
+    return fd;
+}
+
+void tb__cmd_log_release(int held)
+{
+    if (held >= 0)
+        tb_log_set_fd(2);
+}
+
+void tb__cmd_log_drop_held(int held, bool replay)
+{
+    if (held < 0)
+        return;
+    tb__cmd_log_release(held);
+    char buf[4096];
+    ssize_t n;
+    if (replay && lseek(held, 0, SEEK_SET) == 0) {
+        while ((n = read(held, buf, sizeof buf)) > 0) {
+            if (write(2, buf, (size_t)n) != n)
+                break;
+        }
+    }
+    close(held);
 }

@@ -52,6 +52,7 @@ static void reply_store_error(gw_request_t *req, tb_status st, const tb_store_er
     case TB_STORE_R_NONE:
         break;
     }
+    atomic_fetch_add(&req->gw->counters.store_errors, 1);
     tb_log(TB_LOG_WARN, "api", "%s %s: store failed: %s (%s)", req->method_name, req->path,
            tb_status_str(st), err->message);
     tb__gw_add_header(req, "retry-after:", "1");
@@ -327,6 +328,8 @@ void tb__gw_api_get_readyz(gw_request_t *req)
     /* A cheap indexed read proves the store answers. */
     tb_status st = tb_store_topologies_with_pending(req->gw->deps.store, &ids, &err);
     json_decref(ids);
+    if (st)
+        atomic_fetch_add(&req->gw->counters.store_errors, 1);
     const char *bus = tb_bus_state_str((tb_bus_state_t)tb__gw_bus_state(req->gw));
     json_t *body = json_pack("{s:s, s:s, s:s}", "status", st ? "unavailable" : "ready", "store",
                              st ? "down" : "up", "bus", bus);

@@ -24,6 +24,7 @@ static bool bearer_token(const gw_request_t *req, const char **token)
 static bool deny(gw_request_t *req, const char *why)
 {
     tb_log(TB_LOG_DEBUG, "auth", "%s %s denied: %s", req->method_name, req->path, why);
+    tb__gw_metrics_count_auth(req->gw, tb__gw_auth_reason_of(why));
     tb__gw_add_header(req, "www-authenticate:", "Bearer");
     tb__gw_reply_error(req, 401, "unauthorized", "missing, invalid or expired credential");
     return false;
@@ -32,6 +33,7 @@ static bool deny(gw_request_t *req, const char *why)
 static bool check_role(gw_request_t *req, const tb_principal_t *p, unsigned role)
 {
     if (role && !tb_principal_has(p, role)) {
+        tb__gw_metrics_count_auth(req->gw, GW_AUTH_FORBIDDEN);
         tb__gw_reply_error(req, 403, "forbidden", "the credential lacks the required role");
         return false;
     }

@@ -38,16 +38,6 @@ void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note)
            bytes, (long long)ms, note);
 }
 
-static void count_status(tb_gateway_t *gw, int status)
-{
-    if (status >= 500)
-        atomic_fetch_add(&gw->counters.responses_5xx, 1);
-    else if (status >= 400)
-        atomic_fetch_add(&gw->counters.responses_4xx, 1);
-    else
-        atomic_fetch_add(&gw->counters.responses_2xx, 1);
-}
-
 void tb__gw_reply(gw_request_t *req, int status, const char *content_type, const char *body,
                   size_t len)
 {
@@ -168,7 +158,7 @@ int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t co
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     req->headers_sent = true;
-    count_status(req->gw, req->status);
+    tb__gw_metrics_count_response(req);
     if (!stream)
         lws_callback_on_writable(wsi);
     return 0;
@@ -210,24 +200,54 @@ static void preflight(gw_request_t *req)
     tb__gw_add_header(req, "access-control-max-age:", "600");
 }
 
+static const struct {
+    int lws;
+    gw_method method;
+    const char *name;
+} methods[] = {
+    {LWSHUMETH_GET, GW_GET, "GET"},          {LWSHUMETH_POST, GW_POST, "POST"},
+    {LWSHUMETH_OPTIONS, GW_OPTIONS, "OPTIONS"}, {LWSHUMETH_HEAD, GW_HEAD, "HEAD"},
+    {LWSHUMETH_PUT, GW_OTHER, "PUT"},        {LWSHUMETH_PATCH, GW_OTHER, "PATCH"},
+    {LWSHUMETH_DELETE, GW_OTHER, "DELETE"},  {LWSHUMETH_CONNECT, GW_OTHER, "CONNECT"},
+};
+
 static gw_method method_of(struct lws *wsi, const char **name)
 {
     char *uri;
     int ulen;
-    switch (lws_http_get_uri_and_method(wsi, &uri, &ulen)) {
-    case LWSHUMETH_GET:
-        *name = "GET";
-        return GW_GET;
-    case LWSHUMETH_POST:
-        *name = "POST";
-        return GW_POST;
-    case LWSHUMETH_OPTIONS:
-        *name = "OPTIONS";
-        return GW_OPTIONS;
-    default:
-        *name = "OTHER";
-        return GW_OTHER;
+    int m = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+    for (size_t i = 0; i < TB_ARRAY_LEN(methods); i++) {
+        if (methods[i].lws == m) {
+            *name = methods[i].name;
+            return methods[i].method;
+        }
     }
+    *name = "OTHER";
+    return GW_OTHER;
+}
+
+/* Answers what needs no handler: a long path, no route, preflight, a wrong method. */
+static bool answer_early(gw_request_t *req, size_t len)
+{
+    if (len > GW_PATH_MAX) {
+        tb__gw_reply_error(req, 414, "uri_too_long", "the request path is too long");
+        return true;
+    }
+    req->route = tb__gw_route_match(req->path, req->topology_id, &req->topology_id_valid);
+    if (!req->route) {
+        tb__gw_reply_error(req, 404, "not_found", "no such route");
+        return true;
+    }
+    if (req->method == GW_OPTIONS) {
+        preflight(req);
+        return true;
+    }
+    if (!(req->route->methods & req->method)) {
+        allow_header(req, req->route->methods);
+        tb__gw_reply_error(req, 405, "method_not_allowed", "method not allowed on this route");
+        return true;
+    }
+    return false;
 }
 
 static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const char *path,
@@ -240,43 +260,34 @@ static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const
     req->wsi = wsi;
     req->started_ms = tb_clock_mono_ms();
     atomic_fetch_add(&loop->gw->counters.in_flight, 1);
-    atomic_fetch_add(&loop->gw->counters.requests, 1);
     req->method = method_of(wsi, &req->method_name);
     snprintf(req->path, sizeof req->path, "%.*s", (int)(len > GW_PATH_MAX ? GW_PATH_MAX : len),
              path);
     req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, AUTH_HEADER_MAX);
     req->origin = copy_header(wsi, WSI_TOKEN_ORIGIN, 256);
-    if (len > GW_PATH_MAX) {
-        tb__gw_reply_error(req, 414, "uri_too_long", "the request path is too long");
-        return respond(req);
-    }
-    req->route = tb__gw_route_match(req->path, req->topology_id, &req->topology_id_valid);
-    if (!req->route) {
-        tb__gw_reply_error(req, 404, "not_found", "no such route");
-        return respond(req);
-    }
-    if (req->method == GW_OPTIONS) {
-        preflight(req);
-        return respond(req);
-    }
-    if (!(req->route->methods & req->method)) {
-        allow_header(req, req->route->methods);
-        tb__gw_reply_error(req, 405, "method_not_allowed", "method not allowed on this route");
-        return respond(req);
-    }
-    if (req->method == GW_GET)
-        return dispatch(req);
-    /* POST: the handler runs once the body is complete. */
     char cl[32];
     long long declared = -1;
     if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
         declared = atoll(cl);
+    bool chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    /* A body nobody reads (a GET with one, an early error) must not be parsed as the next
+     * request on this connection; a HEAD answer must not carry a body either. */
+    req->close_after = declared > 0 || chunked || req->method == GW_HEAD;
+    if (answer_early(req, len))
+        return respond(req);
+    if (req->method == GW_GET)
+        return dispatch(req);
+    /* POST: the handler runs once the body is complete. */
     if (declared > GW_BODY_MAX) {
-        req->close_after = true; /* the unread body must not be parsed as a request */
         tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
         return respond(req);
     }
-    if (declared == 0 || (declared < 0 && !lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING)))
+    /* lws 4.1.6 passes chunked bodies through framed and never completes them: decode
+     * here, and close afterwards since lws cannot tell where the next request starts. */
+    req->close_after = chunked;
+    req->chunked = chunked;
+    gw_chunked_init(&req->dechunk);
+    if (declared == 0 || (declared < 0 && !chunked))
         return dispatch(req);
     return 0;
 }
@@ -285,13 +296,26 @@ static int on_body(gw_request_t *req, const void *in, size_t len)
 {
     if (!req->active || req->headers_sent)
         return 0;
-    if (req->body.len + len > GW_BODY_MAX) {
-        req->close_after = true;
-        tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
-        return respond(req);
+    if (req->chunked) {
+        size_t used;
+        switch (gw_chunked_feed(&req->dechunk, in, len, &req->body, GW_BODY_MAX, &used)) {
+        case GW_CHUNKED_MORE:
+            return 0;
+        case GW_CHUNKED_DONE:
+            return dispatch(req);
+        case GW_CHUNKED_TOO_LARGE:
+            break;
+        case GW_CHUNKED_BAD:
+            tb__gw_reply_error(req, 400, "bad_chunked_body", "malformed chunked request body");
+            return respond(req);
+        }
+    } else if (req->body.len + len <= GW_BODY_MAX) {
+        tb_buf_append(&req->body, in, len);
+        return 0;
     }
-    tb_buf_append(&req->body, in, len);
-    return 0;
+    req->close_after = true;
+    tb__gw_reply_error(req, 413, "payload_too_large", "request bodies are limited to 64 KiB");
+    return respond(req);
 }
 
 static int on_writeable(gw_request_t *req)
@@ -338,8 +362,8 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP_BODY:
         return on_body(req, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!req->active || req->headers_sent)
-            return 0;
+        if (!req->active || req->headers_sent || req->chunked)
+            return 0; /* a chunked body completes in on_body */
         return dispatch(req);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return req->sse ? tb__gw_sse_writeable(req) : on_writeable(req);
@@ -353,10 +377,15 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
         if (req && req->sse) {
             tb__gw_sse_closed(req);
         } else if (req && req->active) {
+            bool timed_out = tb_clock_mono_ms() - req->started_ms >= GW_REQUEST_TIMEOUT_S * 1000;
             if (!req->status)
-                req->status = 499; /* the client went away before a response */
+                req->status = timed_out ? 408 : 499; /* dropped as too slow, or the client left */
+            if (!req->headers_sent)
+                tb__gw_metrics_count_response(req);
             tb__gw_access_log(req, req->sent,
-                              req->headers_sent ? " (client closed early)" : " (client closed)");
+                              req->headers_sent ? " (closed early)"
+                              : timed_out       ? " (timed out)"
+                                                : " (client closed)");
             tb__gw_request_finish(req);
         }
         return 0;

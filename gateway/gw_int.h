@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "gw_chunked.h"
 #include "gw_inbox.h"
 #include "tb/buf.h"
 #include "tb/gateway.h"
@@ -21,11 +22,28 @@
 
 #define GW_BODY_MAX (64 * 1024)     /* request body limit (413 above) */
 #define GW_PATH_MAX 1024            /* longer request paths are answered 414 */
+#define GW_REQUEST_TIMEOUT_S 10     /* headers, and then the body, must arrive within this */
 #define GW_INBOX_CAPACITY 65536     /* messages waiting for one loop */
 #define GW_WRITE_CHUNK (16 * 1024)  /* bytes per lws_write of a response body */
 #define GW_MAX_EXTRA_HEADERS 6
+#define GW_ROUTE_SLOTS 16  /* route table entries, plus one for requests that matched none */
+#define GW_STATUS_SLOTS 18 /* the statuses the gateway answers (gw_metrics.c), plus "other" */
 
-typedef enum gw_method { GW_GET = 1, GW_POST = 2, GW_OPTIONS = 4, GW_OTHER = 8 } gw_method;
+/* Why a request was refused (401, or 403 for a missing role): /metrics labels. */
+typedef enum gw_auth_reason {
+    GW_AUTH_MISSING = 0,
+    GW_AUTH_MALFORMED,
+    GW_AUTH_ALGORITHM,
+    GW_AUTH_SIGNATURE,
+    GW_AUTH_EXPIRED,
+    GW_AUTH_NOT_YET_VALID,
+    GW_AUTH_CLAIMS,
+    GW_AUTH_TICKET,
+    GW_AUTH_FORBIDDEN,
+    GW_AUTH_REASONS
+} gw_auth_reason;
+
+typedef enum gw_method { GW_GET = 1, GW_POST = 2, GW_OPTIONS = 4, GW_HEAD = 8, GW_OTHER = 16 } gw_method;
 
 struct gw_session;
 struct gw_loop_topology;
@@ -55,8 +73,6 @@ typedef struct gw_loop {
 } gw_loop_t;
 
 typedef struct gw_counters {
-    atomic_uint_fast64_t requests;
-    atomic_uint_fast64_t responses_2xx, responses_4xx, responses_5xx;
     atomic_uint_fast64_t connections_accepted;
     atomic_uint_fast64_t connections_refused; /* accept failed: fd limit, memory */
     atomic_int_fast64_t in_flight;
@@ -66,6 +82,9 @@ typedef struct gw_counters {
     atomic_uint_fast64_t sse_opened;      /* streams ever opened */
     atomic_uint_fast64_t sse_resyncs;     /* snapshots sent to replace a lost backlog */
     atomic_uint_fast64_t sse_rejected_cap; /* 429 answers */
+    atomic_uint_fast64_t store_errors;     /* 503s because the store did not answer */
+    atomic_uint_fast64_t auth_failures[GW_AUTH_REASONS];
+    atomic_uint_fast64_t by_route_status[GW_ROUTE_SLOTS][GW_STATUS_SLOTS];
 } gw_counters_t;
 
 struct tb_gateway {
@@ -113,7 +132,8 @@ typedef struct gw_request {
     char *authorization;  /* Authorization header value (heap), NULL if absent */
     char *origin;         /* Origin header value (heap), NULL if absent */
     tb_buf_t body;
-    bool body_too_large;
+    bool chunked;           /* the body is chunked: decoded by dechunk, not lws */
+    gw_chunked_t dechunk;
     int64_t started_ms;
     /* The response. */
     int status;
@@ -151,6 +171,20 @@ bool tb__gw_query(gw_request_t *req, const char *name, char *out, size_t outlen)
 
 /* gw_routes.c: the route table and matching. */
 const gw_route_t *tb__gw_route_match(const char *path, char *id_out, bool *id_valid);
+/** The metrics slot of a route (NULL: the slot of unmatched requests, the last one used). */
+size_t tb__gw_route_slot(const gw_route_t *route);
+/** The pattern of a slot ("/topologies/{id}"), "unmatched" for the last, NULL past it. */
+const char *tb__gw_route_slot_name(size_t slot);
+
+/* gw_metrics.c: counters for /metrics. Any thread; each is one relaxed atomic add. */
+/** Counts req's response under its route and status. */
+void tb__gw_metrics_count_response(const gw_request_t *req);
+/** Counts a refused credential (401) or a missing role (403) under its reason. */
+void tb__gw_metrics_count_auth(tb_gateway_t *gw, gw_auth_reason reason);
+/** Maps a static rejection reason of tb_auth_verify/tb_auth_claims_check to its label. */
+gw_auth_reason tb__gw_auth_reason_of(const char *why);
+/** GET /metrics (Prometheus text format). Loop thread. */
+void tb__gw_metrics_get(gw_request_t *req);
 
 /**
  * Writes the status line and headers of req's response (content_len may be

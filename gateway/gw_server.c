@@ -140,8 +140,8 @@ static tb_status create_loop(tb_gateway_t *gw, gw_loop_t *loop, unsigned index, 
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = protocols;
     info.user = loop;
-    info.timeout_secs = 10;         /* a request body must arrive within this */
-    info.timeout_secs_ah_idle = 10; /* headers must arrive within this */
+    info.timeout_secs = GW_REQUEST_TIMEOUT_S;        /* a request body must arrive within this */
+    info.timeout_secs_ah_idle = GW_REQUEST_TIMEOUT_S; /* headers must arrive within this */
     info.keepalive_timeout = 5;
     info.max_http_header_data = HEADER_DATA_MAX;
     info.max_http_header_pool = HEADER_POOL;
@@ -378,6 +378,7 @@ void tb_gateway_stop(tb_gateway_t *gw)
     if (!gw || gw->stopped)
         return;
     gw->stopped = true;
+    bool was_serving = gw->accept_started; /* a gateway that never started logs nothing */
     stop_accepting(gw);
     atomic_store(&gw->attach_stop, true);
     if (gw->attach_started) {
@@ -406,7 +407,8 @@ void tb_gateway_stop(tb_gateway_t *gw)
             loop->thread_started = false;
         }
     }
-    tb_log(TB_LOG_NOTICE, "gateway", "stopped");
+    if (was_serving)
+        tb_log(TB_LOG_NOTICE, "gateway", "stopped");
 }
 
 void tb_gateway_destroy(tb_gateway_t *gw)

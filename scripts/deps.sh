@@ -9,7 +9,7 @@ profile=${1:-run}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 run_pkgs=(cmake ninja-build gcc pkg-config libjansson-dev libjwt-dev libssl-dev libnats-dev libsqlite3-dev)
-test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl nats-server sqlite3)
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl libcurl4-openssl-dev nats-server sqlite3)
 
 case "$profile" in
 run) pkgs=("${run_pkgs[@]}") ;;

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +83,36 @@ const char *tb_test_which(const char *name)
     return NULL;
 }
 
-pid_t tb_test_spawn(const char *const argv[], const char *log_path)
+/* environ without the names set in env ("NAME=value"), then env: a new array of borrowed strings. */
+static char **merged_env(const char *const env[])
+{
+    size_t n = 0, m = 0;
+    while (environ[n])
+        n++;
+    while (env && env[m])
+        m++;
+    char **out = calloc(n + m + 1, sizeof *out);
+    if (!out)
+        abort();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool overridden = false;
+        for (size_t j = 0; j < m && !overridden; j++) {
+            size_t len = strcspn(env[j], "=");
+            overridden = strncmp(environ[i], env[j], len) == 0 && environ[i][len] == '=';
+        }
+        if (!overridden)
+            out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++) {
+        /* "NAME=" without a value removes NAME from the child's environment. */
+        if (env[j][strcspn(env[j], "=") + 1] != '\0')
+            out[k++] = (char *)(uintptr_t)env[j];
+    }
+    return out;
+}
+
+pid_t tb_test_spawn_env(const char *const argv[], const char *const env[], const char *log_path)
 {
     const char *exe = tb_test_which(argv[0]);
     if (!exe) {
@@ -98,13 +128,20 @@ pid_t tb_test_spawn(const char *const argv[], const char *log_path)
     pid_t pid;
     /* posix_spawn's argv is char *const[]; it does not write to the strings. */
     char **args = (char **)(void *)(uintptr_t)argv;
-    int rc = posix_spawn(&pid, exe, &fa, NULL, args, environ);
+    char **envp = merged_env(env);
+    int rc = posix_spawn(&pid, exe, &fa, NULL, args, envp);
+    free(envp);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
         fprintf(stderr, "spawn %s: %s\n", exe, strerror(rc));
         return -1;
     }
     return pid;
+}
+
+pid_t tb_test_spawn(const char *const argv[], const char *log_path)
+{
+    return tb_test_spawn_env(argv, NULL, log_path);
 }
 
 static bool port_accepts(int port)
@@ -164,6 +201,32 @@ int tb_test_stop(pid_t pid, int sig, int timeout_ms)
     }
 }
 
+/* nats-servers running; killed by PID at exit if a failed assertion skipped the stop. */
+static pid_t live_nats[16];
+
+static void reap_nats(void)
+{
+    for (size_t i = 0; i < sizeof live_nats / sizeof live_nats[0]; i++) {
+        if (live_nats[i] > 0)
+            tb_test_stop(live_nats[i], SIGKILL, 2000);
+    }
+}
+
+static void track_nats(pid_t old_pid, pid_t new_pid)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(reap_nats);
+        registered = true;
+    }
+    for (size_t i = 0; i < sizeof live_nats / sizeof live_nats[0]; i++) {
+        if (live_nats[i] == old_pid) {
+            live_nats[i] = new_pid;
+            return;
+        }
+    }
+}
+
 static bool nats_launch(tb_test_nats_t *n)
 {
     char port[16];
@@ -174,9 +237,11 @@ static bool nats_launch(tb_test_nats_t *n)
     n->pid = tb_test_spawn(n->jetstream ? js : plain, NULL);
     if (n->pid < 0)
         return false;
+    track_nats(0, n->pid);
     if (!tb_test_wait_port(n->port, START_TIMEOUT_MS)) {
         fprintf(stderr, "nats-server did not accept on port %d\n", n->port);
         tb_test_stop(n->pid, SIGKILL, 1000);
+        track_nats(n->pid, 0);
         n->pid = -1;
         return false;
     }
@@ -204,8 +269,10 @@ bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
 
 void tb_test_nats_kill(tb_test_nats_t *n, int sig)
 {
-    if (n->pid > 0)
+    if (n->pid > 0) {
         tb_test_stop(n->pid, sig, 5000);
+        track_nats(n->pid, 0);
+    }
     n->pid = -1;
 }
 

@@ -20,6 +20,13 @@ int tb_test_free_port(void);
  */
 pid_t tb_test_spawn(const char *const argv[], const char *log_path);
 
+/**
+ * As tb_test_spawn, with env ("NAME=value" strings, NULL-terminated, may be
+ * NULL) replacing or adding to this process's environment; "NAME=" with an
+ * empty value removes NAME.
+ */
+pid_t tb_test_spawn_env(const char *const argv[], const char *const env[], const char *log_path);
+
 /** Full path of an executable found as tb_test_spawn would, or NULL. Static buffer. */
 const char *tb_test_which(const char *name);
 
