@@ -23,11 +23,21 @@ void tb__gw_request_finish(gw_request_t *req)
     if (!req->active)
         return;
     atomic_fetch_sub(&req->gw->counters.in_flight, 1);
+    tb__gw_request_shed(req);
+    free(req->path);
+    memset(req, 0, sizeof *req);
+}
+
+void tb__gw_request_shed(gw_request_t *req)
+{
     free(req->authorization);
     free(req->origin);
+    free(req->headers);
+    req->authorization = req->origin = NULL;
+    req->headers = NULL;
+    req->nheaders = 0;
     tb_buf_cleanup(&req->body);
     tb_buf_cleanup(&req->response);
-    memset(req, 0, sizeof *req);
 }
 
 void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note)
@@ -60,6 +70,8 @@ void tb__gw_add_header(gw_request_t *req, const char *name, const char *value)
 {
     if (req->nheaders >= GW_MAX_EXTRA_HEADERS)
         return;
+    if (!req->headers)
+        req->headers = tb_xcalloc(GW_MAX_EXTRA_HEADERS, sizeof *req->headers);
     gw_header_t *h = &req->headers[req->nheaders++];
     h->name = name;
     snprintf(h->value, sizeof h->value, "%s", value);
@@ -261,8 +273,7 @@ static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const
     req->started_ms = tb_clock_mono_ms();
     atomic_fetch_add(&loop->gw->counters.in_flight, 1);
     req->method = method_of(wsi, &req->method_name);
-    snprintf(req->path, sizeof req->path, "%.*s", (int)(len > GW_PATH_MAX ? GW_PATH_MAX : len),
-             path);
+    req->path = tb_xstrndup(path, len > GW_PATH_MAX ? GW_PATH_MAX : len);
     req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, AUTH_HEADER_MAX);
     req->origin = copy_header(wsi, WSI_TOKEN_ORIGIN, 256);
     char cl[32];

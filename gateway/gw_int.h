@@ -125,7 +125,7 @@ typedef struct gw_request {
     bool active;          /* a transaction is in progress */
     gw_method method;
     const char *method_name;
-    char path[GW_PATH_MAX + 1];
+    char *path;           /* heap, at most GW_PATH_MAX bytes; kept for the access log */
     char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
     bool topology_id_valid; /* the {id} segment follows the token grammar */
     const struct gw_route *route;
@@ -140,7 +140,7 @@ typedef struct gw_request {
     const char *content_type;
     tb_buf_t response;
     size_t sent;
-    gw_header_t headers[GW_MAX_EXTRA_HEADERS];
+    gw_header_t *headers; /* GW_MAX_EXTRA_HEADERS slots, allocated on first use */
     unsigned nheaders;
     bool headers_sent;
     bool close_after; /* close the connection after this response */
@@ -195,6 +195,12 @@ int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t co
 void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note);
 /** Ends req's transaction bookkeeping (idempotent). */
 void tb__gw_request_finish(gw_request_t *req);
+/**
+ * Frees what a request needs only while it is being answered (request and
+ * reply buffers, credentials, extra headers): a stream lives on without them,
+ * which keeps an idle stream small.
+ */
+void tb__gw_request_shed(gw_request_t *req);
 
 /* gw_server.c */
 void tb__gw_loop_drain_inbox(gw_loop_t *loop);

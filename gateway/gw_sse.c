@@ -335,6 +335,7 @@ static int start_stream(gw_session_t *s)
         return -1;
     /* After this the header table is gone: everything needed was read above. */
     lws_http_mark_sse(req->wsi);
+    tb__gw_request_shed(req);
     s->fd = lws_get_socket_fd(req->wsi);
     struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = s};
     /* lws 4.1.6 never reads a stream's socket, so a FIN would spin its loop (NOTES-libs §1). */
@@ -413,6 +414,7 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
         tb_buf_truncate(&s->control, s->control.len - n);
         if (s->control.len > 0)
             return n;
+        tb_buf_cleanup(&s->control); /* a snapshot's worth of capacity is not kept idle */
     }
     while (s->count > 0) {
         gw_frame_t *f = s->ring[s->head];
