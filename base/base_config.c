@@ -34,6 +34,7 @@ typedef struct setting {
 static tb_status check_listen(const char *v, const char **why);
 static tb_status check_bus(const char *v, const char **why);
 static tb_status check_db(const char *v, const char **why);
+static tb_status check_hook(const char *v, const char **why);
 
 static const setting_t settings[] = {
     {TB_SET_LISTEN, "--listen", "TOPOBUS_LISTEN", KIND_STRING, offsetof(tb_config_t, listen), 0, 0,
@@ -58,6 +59,15 @@ static const setting_t settings[] = {
      "open streams per user (0 = no cap)"},
     {TB_SET_CORS, NULL, "TOPOBUS_CORS_ORIGINS", KIND_STRING, offsetof(tb_config_t, cors_origins), 0,
      0, NULL, NULL, "comma-separated origins allowed by CORS"},
+    {TB_SET_APPLY, "--hook", "TOPOBUS_APPLY_HOOK", KIND_STRING, offsetof(tb_config_t, apply_hook),
+     0, 0, NULL, check_hook,
+     "command run (no shell) for each mutation and deploy, JSON on stdin; exit 0 = success"},
+    {TB_SET_APPLY, "--hook-timeout", "TOPOBUS_APPLY_TIMEOUT_S", KIND_LONG,
+     offsetof(tb_config_t, apply_timeout_s), 1, 3600, "30", NULL,
+     "seconds before the apply hook is killed and the mutation fails"},
+    {TB_SET_LEASE, "--lease", "TOPOBUS_CLAIM_LEASE_S", KIND_LONG, offsetof(tb_config_t, lease_s),
+     2, 86400, "60", NULL,
+     "seconds a claimed mutation may stay applying before it is recovered (> hook timeout)"},
     {TB_SET_LOG, NULL, "TOPOBUS_LOG", KIND_LOG_LEVEL, offsetof(tb_config_t, log_level), 0, 0, "info",
      NULL, "log level: err, warn, notice, info, debug"},
 };
@@ -110,6 +120,14 @@ static tb_status check_db(const char *v, const char **why)
         strncmp(v, "postgresql://", 13) == 0)
         return TB_OK;
     *why = "must be sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB";
+    return TB_EINVAL;
+}
+
+static tb_status check_hook(const char *v, const char **why)
+{
+    if (*v != '\0')
+        return TB_OK;
+    *why = "must name an executable (a path; it runs without a shell)";
     return TB_EINVAL;
 }
 

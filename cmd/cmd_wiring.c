@@ -1,8 +1,10 @@
 /*
  * Wiring shared by the long-running subcommands: opening the store with a
- * clear error, configuring the process bus, and the gateway's bus provider.
+ * clear error, configuring the process bus, the bus provider of the gateway
+ * and the mutator, and the mutator's options.
  */
 #include <stdio.h>
+#include <unistd.h>
 
 #include "cmd_int.h"
 #include "tb/bus.h"
@@ -11,7 +13,8 @@
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out)
 {
     tb_store_err_t err;
-    tb_status st = tb_store_open(out, cfg->db_url, NULL, &err);
+    tb_store_options_t opts = {.lease_s = cfg->lease_s};
+    tb_status st = tb_store_open(out, cfg->db_url, &opts, &err);
     if (st == TB_OK)
         return TB_EXIT_OK;
     tb__cmd_error("--db: cannot open %s: %s", cfg->db_url, err.message);
@@ -33,4 +36,30 @@ tb_bus_t *tb__cmd_app_bus(void *ud)
 {
     (void)ud;
     return tb_app_bus();
+}
+
+int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out)
+{
+    if (cfg->apply_hook && cfg->lease_s <= cfg->apply_timeout_s) {
+        tb__cmd_error("--lease: %ld s must be longer than the hook timeout (%ld s), or a slow "
+                      "hook's claim would be taken for a crashed one",
+                      cfg->lease_s, cfg->apply_timeout_s);
+        return TB_EXIT_USAGE;
+    }
+    if (cfg->apply_hook && access(cfg->apply_hook, X_OK) != 0)
+        tb_log(TB_LOG_WARN, "mutator",
+               "apply hook %s is not an executable file: mutations and deploys will fail",
+               cfg->apply_hook);
+    tb_mutator_deps_t deps = {.store = store, .bus_provider = tb__cmd_app_bus};
+    tb_mutator_options_t opts = {
+        .poll_ms = cfg->poll_s * 1000,
+        .lease_ms = cfg->lease_s * 1000,
+        .hook = cfg->apply_hook,
+        .hook_timeout_ms = cfg->apply_timeout_s * 1000,
+    };
+    if (tb_mutator_create(out, &deps, &opts)) {
+        tb__cmd_error("cannot create the mutator with these settings");
+        return TB_EXIT_USAGE;
+    }
+    return TB_EXIT_OK;
 }
