@@ -1,5 +1,6 @@
 /* See harness.h. */
 #include <curl/curl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,16 @@ void h_dir_remove(const char *dir)
         fprintf(stderr, "cannot remove %s\n", dir);
 }
 
+static pid_t spawned[64];
+static size_t nspawned;
+
+void h_reap_all(void)
+{
+    for (size_t i = 0; i < nspawned; i++)
+        tb_test_stop(spawned[i], SIGKILL, 1000); /* -1 for those already reaped */
+    nspawned = 0;
+}
+
 pid_t h_topobus(const char *log, const char *const *args)
 {
     const char *argv[32] = {TB_TOPOBUS_BIN};
@@ -38,6 +49,8 @@ pid_t h_topobus(const char *log, const char *const *args)
     pid_t pid = tb_test_spawn(argv, log);
     if (pid < 0)
         abort();
+    if (nspawned < sizeof spawned / sizeof spawned[0])
+        spawned[nspawned++] = pid;
     return pid;
 }
 

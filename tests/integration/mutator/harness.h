@@ -25,6 +25,10 @@ void h_dir_remove(const char *dir);
 /** Starts `topobus <argv...>` (NULL-terminated), output appended to log. Aborts on failure. */
 pid_t h_topobus(const char *log, const char *const *args);
 
+/** Kills (SIGKILL) and reaps every process h_topobus started that is still ours: a failed
+ * test must not leave servers behind. */
+void h_reap_all(void);
+
 /** Writes text to path with mode (a hook script: "#!/bin/sh\n" is prepended when script). */
 void h_write_file(const char *path, const char *text, bool script);
 

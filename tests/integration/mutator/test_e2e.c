@@ -228,6 +228,7 @@ int main(void)
         cmocka_unit_test(test_e2e_serve_alone),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    h_reap_all();
     curl_global_cleanup();
     return rc;
 }
