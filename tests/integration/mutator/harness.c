@@ -131,8 +131,9 @@ static size_t on_stream(char *data, size_t size, size_t n, void *ud)
     size_t used;
     while ((used = tb_sse_read_frame(s->buf, s->len, &f)) > 0) {
         if (f.event) {
-            json_t *fr = json_pack("{s:s, s:o*}", "event", f.event, "data",
-                                   json_loadb(f.data, f.data_len, 0, NULL));
+            json_t *fr = json_pack("{s:s, s:I, s:o*}", "event", f.event, "at_ms",
+                                   (json_int_t)tb_test_now_ms(),
+                                   "data", json_loadb(f.data, f.data_len, 0, NULL));
             json_array_append_new(s->frames, fr);
         }
         tb_sse_frame_cleanup(&f);

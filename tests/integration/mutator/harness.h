@@ -44,7 +44,7 @@ typedef struct h_sse {
     pthread_t thread;
     char url[1024];
     pthread_mutex_t lock;
-    json_t *frames; /* [{"event","data"(parsed JSON)}] */
+    json_t *frames; /* [{"event","at_ms"(arrival, monotonic),"data"(parsed JSON)}] */
     char *buf;      /* bytes not yet framed */
     size_t len;
     bool stop, done;
