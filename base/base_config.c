@@ -393,11 +393,11 @@ void tb_config_print_help(const tb_cli_spec_t *spec, int fd)
         const char *def = s->def ? s->def : "-";
         if (s->offset == offsetof(tb_config_t, bus_url))
             def = spec->embedded ? "mem://" : "nats://127.0.0.1:4222";
-        tb_buf_appendf(&b, "  %-12s %-28s %-22s %s\n", s->flag ? s->flag : "", s->env, def,
+        tb_buf_appendf(&b, "  %-14s %-28s %-22s %s\n", s->flag ? s->flag : "", s->env, def,
                        s->help);
     }
     if (spec->settings & TB_SET_JWT)
-        tb_buf_appendf(&b, "  %-12s %-28s %-22s %s\n", "", "TOPOBUS_JWT_SECRET[_FILE]", "-",
+        tb_buf_appendf(&b, "  %-14s %-28s %-22s %s\n", "", "TOPOBUS_JWT_SECRET[_FILE]", "-",
                        "HS256 secret, or a file holding it");
     ssize_t n = write(fd, b.data, b.len);
     (void)n;

@@ -6,7 +6,9 @@
  *   sustained mutations/s end to end: CLIENTS HTTP clients enqueue as fast
  *             as they can, until the topology reaches the last version;
  *   raw       the same store work without HTTP or bus, in this process:
- *             enqueue, then claim + read + apply_op + mark_applied per row.
+ *             enqueue, then claim + read + apply_op + mark_applied per row,
+ *             on an empty document and on one of 1000 nodes.
+ * Mutations alternate add_node/remove_node of one node (see flip_body).
  * Each figure is the median over --runs runs.
  * usage: bench_mutator [--runs N] [--slow-s S] [--fast-s S] [--count N]
  */
@@ -93,6 +95,21 @@ static char *create_active(server_t *s)
     return id;
 }
 
+/*
+ * Mutation i of a run: add_node x on even i, remove_node x on odd i, so the
+ * document stays small and each figure measures the per-mutation cost, not
+ * the document's growth (see raw() for that).
+ */
+static void flip_body(char *out, size_t cap, size_t i, bool http)
+{
+    const char *op = i % 2 == 0 ? "add_node" : "remove_node";
+    const char *payload = i % 2 == 0 ? "{\"id\":\"x\",\"kind\":\"k\"}" : "{\"id\":\"x\"}";
+    if (http)
+        snprintf(out, cap, "{\"op\":\"%s\",\"payload\":%s}", op, payload);
+    else
+        snprintf(out, cap, "%s", payload);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -124,7 +141,7 @@ static void latency(server_t *s, double rate, double seconds, double *p50, doubl
         while (tb_test_now_ms() < slot)
             nap_ms(1);
         char body[128];
-        snprintf(body, sizeof body, "{\"op\":\"add_node\",\"payload\":{\"id\":\"n%zu\",\"kind\":\"k\"}}", i);
+        flip_body(body, sizeof body, i, true);
         long code;
         sent[i] = tb_test_now_ms();
         json_t *ans = h_http("POST", s->base, path, s->token, body, &code);
@@ -159,45 +176,54 @@ static void *flood_main(void *arg)
     char path[128], body[128];
     snprintf(path, sizeof path, "/topologies/%s/mutations", f->id);
     for (int i = f->from; i < f->from + f->count; i++) {
-        snprintf(body, sizeof body, "{\"op\":\"add_node\",\"payload\":{\"id\":\"n%d\",\"kind\":\"k\"}}", i);
+        flip_body(body, sizeof body, (size_t)i, true);
         long code;
         json_decref(h_http("POST", f->s->base, path, f->s->token, body, &code));
     }
     return NULL;
 }
 
-/* Mutations/s from the first POST until the topology is at version count. */
+/* Mutations/s from the first POST until every client's topology reached its last version. */
 static double sustained(server_t *s, int count)
 {
-    char *id = create_active(s);
     pthread_t th[CLIENTS];
     flood_t fl[CLIENTS];
+    char *ids[CLIENTS];
+    int per = count / CLIENTS;
+    for (int c = 0; c < CLIENTS; c++)
+        ids[c] = create_active(s);
     long long t0 = tb_test_now_ms();
     for (int c = 0; c < CLIENTS; c++) {
-        fl[c] = (flood_t){s, id, c * (count / CLIENTS), count / CLIENTS};
+        fl[c] = (flood_t){s, ids[c], 0, per};
         pthread_create(&th[c], NULL, flood_main, &fl[c]);
     }
     for (int c = 0; c < CLIENTS; c++)
         pthread_join(th[c], NULL);
-    char path[128];
-    snprintf(path, sizeof path, "/topologies/%s", id);
-    long long t1;
-    for (;;) {
-        long code;
-        json_t *doc = h_http("GET", s->base, path, s->token, NULL, &code);
-        json_int_t v = json_integer_value(json_object_get(doc, "version"));
-        json_decref(doc);
-        t1 = tb_test_now_ms();
-        if (v >= (count / CLIENTS) * CLIENTS)
-            break;
-        nap_ms(2);
+    long long t1 = t0;
+    for (int c = 0; c < CLIENTS; c++) {
+        char path[128];
+        snprintf(path, sizeof path, "/topologies/%s", ids[c]);
+        for (;;) {
+            long code;
+            json_t *doc = h_http("GET", s->base, path, s->token, NULL, &code);
+            json_int_t v = json_integer_value(json_object_get(doc, "version"));
+            json_decref(doc);
+            t1 = tb_test_now_ms();
+            if (v >= per)
+                break;
+            nap_ms(2);
+        }
+        free(ids[c]);
     }
-    free(id);
-    return (double)((count / CLIENTS) * CLIENTS) * 1000.0 / (double)(t1 - t0);
+    return (double)(per * CLIENTS) * 1000.0 / (double)(t1 - t0);
 }
 
-/* The store and ops alone: claim + get + apply + mark_applied per row. */
-static double raw(int count)
+/*
+ * The store and ops alone: claim + get + apply + mark_applied per row, on a
+ * topology that already holds `nodes` nodes (a document is rewritten whole
+ * on every mutation, so its size sets the cost).
+ */
+static double raw(int count, int nodes)
 {
     char dir[256], url[320];
     h_dir_make(dir, sizeof dir, "bench-raw");
@@ -206,15 +232,23 @@ static double raw(int count)
     if (tb_store_open(&st, url, NULL, NULL))
         abort();
     json_t *doc = NULL;
-    tb_store_topology_create(st, "raw", NULL, NULL, &doc, NULL);
+    json_t *initial = json_array();
+    for (int i = 0; i < nodes; i++) {
+        char nid[32];
+        snprintf(nid, sizeof nid, "n%d", i);
+        json_array_append_new(initial, json_pack("{s:s, s:s}", "id", nid, "kind", "k"));
+    }
+    if (tb_store_topology_create(st, "raw", initial, NULL, &doc, NULL))
+        abort();
+    json_decref(initial);
     char *id = tb_xstrdup(tb_store_doc_id(doc));
     json_decref(doc);
     for (int i = 0; i < count; i++) {
-        json_t *p = json_pack("{s:s, s:s}", "id", "n", "kind", "k");
-        char nid[32];
-        snprintf(nid, sizeof nid, "n%d", i);
-        json_object_set_new(p, "id", json_string(nid));
-        tb_store_mutation_enqueue(st, id, "add_node", p, TB_STORE_NO_VERSION, NULL, NULL);
+        char body[128];
+        flip_body(body, sizeof body, (size_t)i, false);
+        json_t *p = json_loads(body, 0, NULL);
+        tb_store_mutation_enqueue(st, id, i % 2 == 0 ? "add_node" : "remove_node", p,
+                                  TB_STORE_NO_VERSION, NULL, NULL);
         json_decref(p);
     }
     long long t0 = tb_test_now_ms();
@@ -262,7 +296,8 @@ int main(int argc, char **argv)
     json_set_alloc_funcs(tb_xmalloc, free);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     signal(SIGPIPE, SIG_IGN);
-    double s50[MAX_RUNS], s99[MAX_RUNS], f50[MAX_RUNS], f99[MAX_RUNS], sus[MAX_RUNS], rw[MAX_RUNS];
+    double s50[MAX_RUNS], s99[MAX_RUNS], f50[MAX_RUNS], f99[MAX_RUNS], sus[MAX_RUNS], rw[MAX_RUNS],
+        rwb[MAX_RUNS];
     for (int r = 0; r < runs; r++) {
         server_t s;
         if (!server_start(&s)) {
@@ -273,16 +308,17 @@ int main(int argc, char **argv)
         latency(&s, 200, fast_s, &f50[r], &f99[r]);
         sus[r] = sustained(&s, count);
         server_stop(&s);
-        rw[r] = raw(count);
+        rw[r] = raw(count, 0);
+        rwb[r] = raw(count / 4, 1000);
         printf("run %d: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | "
-               "sustained %.0f/s | raw store %.0f/s\n",
-               r + 1, s50[r], s99[r], f50[r], f99[r], sus[r], rw[r]);
+               "sustained %.0f/s | raw store %.0f/s, with 1000 nodes %.0f/s\n",
+               r + 1, s50[r], s99[r], f50[r], f99[r], sus[r], rw[r], rwb[r]);
         fflush(stdout);
     }
     printf("median of %d: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | "
-           "sustained %.0f/s | raw store %.0f/s\n",
+           "sustained %.0f/s | raw store %.0f/s, with 1000 nodes %.0f/s\n",
            runs, median(s50, runs), median(s99, runs), median(f50, runs), median(f99, runs),
-           median(sus, runs), median(rw, runs));
+           median(sus, runs), median(rw, runs), median(rwb, runs));
     h_reap_all();
     curl_global_cleanup();
     return 0;

@@ -35,6 +35,8 @@ int tb__cmd_serve(int argc, char **argv);
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out);
 /** Configures the process bus from cfg->bus_url; exit code as above. */
 int tb__cmd_configure_bus(const tb_config_t *cfg);
+/** Checks the mutator's settings together (lease vs hook timeout); exit code as above. */
+int tb__cmd_check_mutator_settings(const tb_config_t *cfg);
 /**
  * Creates (not starts) the mutator from cfg's poll, lease and hook settings
  * with the process bus; on a bad combination prints one line and returns

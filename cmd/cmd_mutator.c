@@ -35,7 +35,10 @@ int tb__cmd_mutator(int argc, char **argv)
     tb_log_set_level(cfg.log_level);
     tb_store_t *store = NULL;
     tb_mutator_t *mutator = NULL;
-    int rc = tb__cmd_configure_bus(&cfg);
+    /* Every setting is checked before anything is opened or created. */
+    int rc = tb__cmd_check_mutator_settings(&cfg);
+    if (!rc)
+        rc = tb__cmd_configure_bus(&cfg);
     if (rc)
         goto out;
     rc = tb__cmd_open_store(&cfg, &store);

@@ -69,6 +69,9 @@ typedef struct serve_parts {
 static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generated)
 {
     char err[512];
+    int rc = tb__cmd_check_mutator_settings(cfg);
+    if (rc)
+        return rc;
     if (!cfg->jwt_secret && !cfg->jwt_public_key_file) {
         tb_random_hex(secret, SECRET_BYTES);
         cfg->jwt_secret = secret;
@@ -80,7 +83,7 @@ static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generat
         tb__cmd_error("%s", err);
         return TB_EXIT_USAGE;
     }
-    int rc = tb__cmd_configure_bus(cfg);
+    rc = tb__cmd_configure_bus(cfg);
     if (!rc)
         rc = tb__cmd_open_store(cfg, &p->gw_store);
     if (!rc)

@@ -38,7 +38,7 @@ tb_bus_t *tb__cmd_app_bus(void *ud)
     return tb_app_bus();
 }
 
-int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out)
+int tb__cmd_check_mutator_settings(const tb_config_t *cfg)
 {
     if (cfg->apply_hook && cfg->lease_s <= cfg->apply_timeout_s) {
         tb__cmd_error("--lease: %ld s must be longer than the hook timeout (%ld s), or a slow "
@@ -46,6 +46,14 @@ int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator
                       cfg->lease_s, cfg->apply_timeout_s);
         return TB_EXIT_USAGE;
     }
+    return TB_EXIT_OK;
+}
+
+int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out)
+{
+    int rc = tb__cmd_check_mutator_settings(cfg);
+    if (rc)
+        return rc;
     if (cfg->apply_hook && access(cfg->apply_hook, X_OK) != 0)
         tb_log(TB_LOG_WARN, "mutator",
                "apply hook %s is not an executable file: mutations and deploys will fail",
