@@ -48,14 +48,22 @@ static tb_status refuse(op_ctx_t *c, const char *fmt, ...)
     return TB_EINVAL;
 }
 
+/* True if el's member key is the string id. The input document need not be
+ * valid (a damaged row): a missing or non-string member never matches, and
+ * the final validation refuses the result. */
+static bool names(const json_t *el, const char *key, const char *id)
+{
+    const char *v = json_string_value(json_object_get(el, key));
+    return v && strcmp(v, id) == 0;
+}
+
 /* Index of the element of arr whose "id" is id, or -1. */
 static long find_by_id(const json_t *arr, const char *id)
 {
     size_t i;
     const json_t *el;
     json_array_foreach(arr, i, el) {
-        const char *eid = json_string_value(json_object_get(el, "id"));
-        if (eid && strcmp(eid, id) == 0)
+        if (names(el, "id", id))
             return (long)i;
     }
     return -1;
@@ -101,8 +109,7 @@ static tb_status remove_node(op_ctx_t *c)
     /* The node's links go with it: walk backwards so removal keeps indices valid. */
     for (size_t j = json_array_size(c->links); j-- > 0;) {
         const json_t *l = json_array_get(c->links, j);
-        if (strcmp(json_string_value(json_object_get(l, "from")), id) == 0 ||
-            strcmp(json_string_value(json_object_get(l, "to")), id) == 0)
+        if (names(l, "from", id) || names(l, "to", id))
             json_array_remove(c->links, j);
     }
     return TB_OK;
@@ -190,8 +197,24 @@ static json_t *copy_array(const json_t *doc, const char *key)
     return json_is_array(v) ? json_deep_copy(v) : NULL;
 }
 
+static tb_status apply(const json_t *doc, const char *op, const json_t *payload, json_t **out,
+                       char *reason);
+
 tb_status tb_mutator_apply_op(const json_t *doc, const char *op, const json_t *payload,
                               json_t **out, char *reason)
+{
+    tb_status st = apply(doc, op, payload, out, reason);
+    if (st) {
+        /* Quoted input may be cut inside a UTF-8 sequence; the store wants clean text. */
+        char raw[TB_MUTATOR_REASON_BUF_SIZE];
+        memcpy(raw, reason, sizeof raw);
+        tb__mutator_reason_clean(reason, raw, strlen(raw), "the op was refused");
+    }
+    return st;
+}
+
+static tb_status apply(const json_t *doc, const char *op, const json_t *payload, json_t **out,
+                       char *reason)
 {
     *out = NULL;
     reason[0] = '\0';
