@@ -34,6 +34,7 @@ typedef struct setting {
 static tb_status check_listen(const char *v, const char **why);
 static tb_status check_bus(const char *v, const char **why);
 static tb_status check_db(const char *v, const char **why);
+static tb_status check_hook(const char *v, const char **why);
 
 static const setting_t settings[] = {
     {TB_SET_LISTEN, "--listen", "TOPOBUS_LISTEN", KIND_STRING, offsetof(tb_config_t, listen), 0, 0,
@@ -61,6 +62,15 @@ static const setting_t settings[] = {
      "messages a NATS subscription may queue before it drops (and streams resync)"},
     {TB_SET_CORS, NULL, "TOPOBUS_CORS_ORIGINS", KIND_STRING, offsetof(tb_config_t, cors_origins), 0,
      0, NULL, NULL, "comma-separated origins allowed by CORS"},
+    {TB_SET_APPLY, "--hook", "TOPOBUS_APPLY_HOOK", KIND_STRING, offsetof(tb_config_t, apply_hook),
+     0, 0, NULL, check_hook,
+     "command run (no shell) for each mutation and deploy, JSON on stdin; exit 0 = success"},
+    {TB_SET_APPLY, "--hook-timeout", "TOPOBUS_APPLY_TIMEOUT_S", KIND_LONG,
+     offsetof(tb_config_t, apply_timeout_s), 1, 3600, "30", NULL,
+     "seconds before the apply hook is killed and the mutation fails"},
+    {TB_SET_LEASE, "--lease", "TOPOBUS_CLAIM_LEASE_S", KIND_LONG, offsetof(tb_config_t, lease_s),
+     2, 86400, "60", NULL,
+     "seconds a claimed mutation may stay applying before it is recovered (> hook timeout)"},
     {TB_SET_LOG, NULL, "TOPOBUS_LOG", KIND_LOG_LEVEL, offsetof(tb_config_t, log_level), 0, 0, "info",
      NULL, "log level: err, warn, notice, info, debug"},
 };
@@ -113,6 +123,14 @@ static tb_status check_db(const char *v, const char **why)
         strncmp(v, "postgresql://", 13) == 0)
         return TB_OK;
     *why = "must be sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB";
+    return TB_EINVAL;
+}
+
+static tb_status check_hook(const char *v, const char **why)
+{
+    if (*v != '\0')
+        return TB_OK;
+    *why = "must name an executable (a path; it runs without a shell)";
     return TB_EINVAL;
 }
 
@@ -378,11 +396,11 @@ void tb_config_print_help(const tb_cli_spec_t *spec, int fd)
         const char *def = s->def ? s->def : "-";
         if (s->offset == offsetof(tb_config_t, bus_url))
             def = spec->embedded ? "mem://" : "nats://127.0.0.1:4222";
-        tb_buf_appendf(&b, "  %-12s %-28s %-22s %s\n", s->flag ? s->flag : "", s->env, def,
+        tb_buf_appendf(&b, "  %-14s %-28s %-22s %s\n", s->flag ? s->flag : "", s->env, def,
                        s->help);
     }
     if (spec->settings & TB_SET_JWT)
-        tb_buf_appendf(&b, "  %-12s %-28s %-22s %s\n", "", "TOPOBUS_JWT_SECRET[_FILE]", "-",
+        tb_buf_appendf(&b, "  %-14s %-28s %-22s %s\n", "", "TOPOBUS_JWT_SECRET[_FILE]", "-",
                        "HS256 secret, or a file holding it");
     ssize_t n = write(fd, b.data, b.len);
     (void)n;

@@ -10,6 +10,7 @@
 
 #include "tb/bus.h"
 #include "tb/config.h"
+#include "tb/mutator.h"
 #include "tb/store.h"
 
 enum { TB_EXIT_OK = 0, TB_EXIT_FAILURE = 1, TB_EXIT_USAGE = 2 };
@@ -29,12 +30,22 @@ extern const unsigned tb__cmd_count;
 /* Subcommands, each in its cmd_<name>.c. */
 int tb__cmd_token(int argc, char **argv);
 int tb__cmd_gateway(int argc, char **argv);
+int tb__cmd_mutator(int argc, char **argv);
+int tb__cmd_serve(int argc, char **argv);
 
 /** Opens cfg->db_url; on failure prints one line and returns the exit code (else 0). */
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out);
 /** Configures the process bus from cfg->bus_url; exit code as above. */
 int tb__cmd_configure_bus(const tb_config_t *cfg);
-/** The gateway's bus provider: the process bus, or NULL while unavailable. */
+/** Checks the mutator's settings together (lease vs hook timeout); exit code as above. */
+int tb__cmd_check_mutator_settings(const tb_config_t *cfg);
+/**
+ * Creates (not starts) the mutator from cfg's poll, lease and hook settings
+ * with the process bus; on a bad combination prints one line and returns
+ * the exit code (else 0).
+ */
+int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out);
+/** Bus provider of the gateway and the mutator: the process bus, or NULL while unavailable. */
 tb_bus_t *tb__cmd_app_bus(void *ud);
 
 /**

@@ -1,7 +1,8 @@
 /*
  * Wiring shared by the long-running subcommands: opening the store with a
- * clear error, configuring the process bus, the gateway's bus provider, and
- * holding back startup log lines until the listening address is known.
+ * clear error, configuring the process bus, the bus provider of the gateway
+ * and the mutator, the mutator's options, and holding back startup log lines
+ * until the listening address is known.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -15,7 +16,8 @@
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out)
 {
     tb_store_err_t err;
-    tb_status st = tb_store_open(out, cfg->db_url, NULL, &err);
+    tb_store_options_t opts = {.lease_s = cfg->lease_s};
+    tb_status st = tb_store_open(out, cfg->db_url, &opts, &err);
     if (st == TB_OK)
         return TB_EXIT_OK;
     tb__cmd_error("--db: cannot open %s: %s", cfg->db_url, err.message);
@@ -69,4 +71,38 @@ void tb__cmd_log_drop_held(int held, bool replay)
         }
     }
     close(held);
+}
+
+int tb__cmd_check_mutator_settings(const tb_config_t *cfg)
+{
+    if (cfg->apply_hook && cfg->lease_s <= cfg->apply_timeout_s) {
+        tb__cmd_error("--lease: %ld s must be longer than the hook timeout (%ld s), or a slow "
+                      "hook's claim would be taken for a crashed one",
+                      cfg->lease_s, cfg->apply_timeout_s);
+        return TB_EXIT_USAGE;
+    }
+    return TB_EXIT_OK;
+}
+
+int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out)
+{
+    int rc = tb__cmd_check_mutator_settings(cfg);
+    if (rc)
+        return rc;
+    if (cfg->apply_hook && access(cfg->apply_hook, X_OK) != 0)
+        tb_log(TB_LOG_WARN, "mutator",
+               "apply hook %s is not an executable file: mutations and deploys will fail",
+               cfg->apply_hook);
+    tb_mutator_deps_t deps = {.store = store, .bus_provider = tb__cmd_app_bus};
+    tb_mutator_options_t opts = {
+        .poll_ms = cfg->poll_s * 1000,
+        .lease_ms = cfg->lease_s * 1000,
+        .hook = cfg->apply_hook,
+        .hook_timeout_ms = cfg->apply_timeout_s * 1000,
+    };
+    if (tb_mutator_create(out, &deps, &opts)) {
+        tb__cmd_error("cannot create the mutator with these settings");
+        return TB_EXIT_USAGE;
+    }
+    return TB_EXIT_OK;
 }

@@ -18,7 +18,10 @@
 #endif
 
 const tb_cmd_t tb__cmd_table[] = {
+    {"serve", "run everything in one process: gateway, mutator, in-process bus, SQLite",
+     tb__cmd_serve},
     {"gateway", "run the HTTP/SSE gateway", tb__cmd_gateway},
+    {"mutator", "run the mutation worker", tb__cmd_mutator},
     {"pub", "publish one event on the bus", tb__cmd_pub},
     {"sub", "print events matching a pattern as JSON lines", tb__cmd_sub},
     {"token", "print a signed JWT for a subject and roles", tb__cmd_token},

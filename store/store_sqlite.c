@@ -276,12 +276,22 @@ static tb_status configure(tb_sq_store_t *q, const tb_store_options_t *o, const 
      * first read may meet another process's lock. */
     sqlite3_busy_timeout(q->db, o->busy_timeout_ms);
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    bool wal = rc == SQLITE_ROW &&
-               strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
-    sqlite3_finalize(st);
+    int rc;
+    bool wal = false;
+    /* Two processes opening a fresh file at once: the switch to WAL can
+     * report SQLITE_BUSY without consulting the busy handler, so retry it
+     * ourselves within the same timeout. */
+    for (int waited_ms = 0;; waited_ms += 10) {
+        rc = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        wal = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+        sqlite3_finalize(st);
+        st = NULL;
+        if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= o->busy_timeout_ms)
+            break;
+        sqlite3_sleep(10);
+    }
     if (rc != SQLITE_ROW)
         return tb__sq_error(q, rc, "set journal mode", err);
     if (!wal && strcmp(path, ":memory:") != 0)

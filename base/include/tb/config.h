@@ -30,6 +30,8 @@ enum {
     TB_SET_SSE_CAP = 1u << 8,
     TB_SET_CORS = 1u << 9,
     TB_SET_LOG = 1u << 10,
+    TB_SET_APPLY = 1u << 11, /* apply hook and its timeout (the mutator) */
+    TB_SET_LEASE = 1u << 12, /* claim lease before stale-claim recovery (the mutator) */
 };
 
 typedef struct tb_config {
@@ -47,6 +49,9 @@ typedef struct tb_config {
     const char *cors_origins; /* NULL if none */
     long nats_pending_msgs;   /* per-subscription NATS queue before drops (0: the bus default) */
     tb_log_level log_level;
+    const char *apply_hook;   /* command run for each mutation and deploy; NULL if none */
+    long apply_timeout_s;     /* the hook is killed after this long */
+    long lease_s;             /* a claim older than this is recovered (0 = store default) */
     char *owned_secret;       /* secret read from TOPOBUS_JWT_SECRET_FILE */
 } tb_config_t;
 

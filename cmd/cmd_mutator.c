@@ -1,0 +1,66 @@
+/*
+ * `topobus mutator`: the mutation worker alone, against the configured store
+ * and bus. Runs until SIGTERM or SIGINT, finishes the mutation in hand, and
+ * exits 0.
+ */
+#include "cmd_int.h"
+#include "tb/config.h"
+#include "tb/log.h"
+#include "tb/mutator.h"
+
+static const tb_cli_spec_t mutator_spec = {
+    .command = "mutator",
+    .settings = TB_SET_BUS | TB_SET_DB | TB_SET_POLL | TB_SET_APPLY | TB_SET_LEASE | TB_SET_LOG,
+    .usage = "[--bus URL] [--db URL] [--poll S] [--hook PATH] [--hook-timeout S] [--lease S]",
+};
+
+int tb__cmd_mutator(int argc, char **argv)
+{
+    tb__cmd_block_signals();
+    tb_config_t cfg;
+    const char *args[1];
+    size_t nargs;
+    bool help;
+    char err[512];
+    if (tb_config_load(&cfg, &mutator_spec, argc, argv, NULL, args, &nargs, &help, err,
+                       sizeof err)) {
+        tb__cmd_error("%s", err);
+        return TB_EXIT_USAGE;
+    }
+    if (help) {
+        tb_config_print_help(&mutator_spec, 1);
+        tb_config_cleanup(&cfg);
+        return TB_EXIT_OK;
+    }
+    tb_log_set_level(cfg.log_level);
+    tb_store_t *store = NULL;
+    tb_mutator_t *mutator = NULL;
+    /* Every setting is checked before anything is opened or created. */
+    int rc = tb__cmd_check_mutator_settings(&cfg);
+    if (!rc)
+        rc = tb__cmd_configure_bus(&cfg);
+    if (rc)
+        goto out;
+    rc = tb__cmd_open_store(&cfg, &store);
+    if (rc)
+        goto out;
+    rc = tb__cmd_mutator_create(&cfg, store, &mutator);
+    if (rc)
+        goto out;
+    if (tb_mutator_start(mutator)) {
+        tb__cmd_error("cannot start the mutator thread");
+        rc = TB_EXIT_FAILURE;
+        goto out;
+    }
+    tb_config_log(&cfg, &mutator_spec);
+    int sig = tb__cmd_wait_for_signal();
+    tb_log(TB_LOG_NOTICE, "mutator", "signal %d: finishing the current mutation", sig);
+    rc = TB_EXIT_OK;
+out:
+    /* The worker first (it uses both), then the bus (no more callbacks), then the store. */
+    tb_mutator_destroy(mutator);
+    tb_app_bus_close();
+    tb_store_close(store);
+    tb_config_cleanup(&cfg);
+    return rc;
+}

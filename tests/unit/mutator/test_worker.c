@@ -1,0 +1,463 @@
+/*
+ * The worker against a real SQLite store and an in-process bus: what each
+ * mutation and request does to the store and which events it publishes, in
+ * which order; the thread waking on bus events and polling without a bus;
+ * the hook's verdict reaching the row; health; option checks.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store_fixture.h"
+#include "tb/alloc.h"
+#include "tb/bus.h"
+#include "tb/clock.h"
+#include "tb/mutator.h"
+
+typedef struct fixture {
+    tb_test_store_t store;
+    tb_bus_t *bus;
+    tb_sub_t *sub;
+    pthread_mutex_t lock;
+    json_t *events; /* [{"type","payload"}] in arrival order */
+    char *topology;
+} fixture_t;
+
+static void on_event(tb_event_t *ev, void *ud)
+{
+    fixture_t *f = ud;
+    json_t *e = json_pack("{s:s, s:s, s:o}", "topic", ev->topic, "type", ev->type, "payload",
+                          json_loadb(ev->payload, ev->payload_len, 0, NULL));
+    pthread_mutex_lock(&f->lock);
+    json_array_append_new(f->events, e);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static tb_bus_t *provide(void *ud)
+{
+    return ((fixture_t *)ud)->bus;
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = tb_xcalloc(1, sizeof *f);
+    tb_test_store_init(&f->store, 0);
+    if (tb_bus_create(&f->bus, "mem://", NULL))
+        return -1;
+    pthread_mutex_init(&f->lock, NULL);
+    f->events = json_array();
+    tb_sub_handlers_t h = {.on_event = on_event};
+    if (tb_bus_subscribe(f->bus, ">", &h, f, &f->sub))
+        return -1;
+    f->topology = tb_test_create_topology(f->store.store, "t");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    tb_sub_close(f->sub);
+    tb_bus_destroy(f->bus);
+    tb_test_store_cleanup(&f->store);
+    json_decref(f->events);
+    pthread_mutex_destroy(&f->lock);
+    free(f->topology);
+    free(f);
+    return 0;
+}
+
+static tb_mutator_t *make(fixture_t *f, const tb_mutator_options_t *opts, bool with_bus)
+{
+    tb_mutator_deps_t deps = {.store = f->store.store, .bus_provider = with_bus ? provide : NULL,
+                              .bus_provider_ud = f};
+    tb_mutator_t *m = NULL;
+    assert_int_equal(tb_mutator_create(&m, &deps, opts), TB_OK);
+    return m;
+}
+
+static char *enqueue(fixture_t *f, const char *op, const char *payload)
+{
+    json_t *p = tb_test_json(payload);
+    json_t *row = NULL;
+    tb_store_err_t err;
+    assert_int_equal(tb_store_mutation_enqueue(f->store.store, f->topology, op, p,
+                                               TB_STORE_NO_VERSION, &row, &err),
+                     TB_OK);
+    char *id = tb_xstrdup(tb_store_row_id(row));
+    json_decref(row);
+    json_decref(p);
+    return id;
+}
+
+static void set_status(fixture_t *f, tb_topology_status to)
+{
+    assert_int_equal(tb_store_topology_transition(f->store.store, f->topology, TB_TOPOLOGY_ANY,
+                                                  to, NULL, NULL),
+                     TB_OK);
+}
+
+/* The types of the events seen on topology.<id>.*, comma-separated. */
+static char *event_types(fixture_t *f)
+{
+    char buf[2048] = "";
+    pthread_mutex_lock(&f->lock);
+    size_t i;
+    json_t *e;
+    json_array_foreach(f->events, i, e) {
+        if (strncmp(json_string_value(json_object_get(e, "topic")), "topology.", 9) != 0)
+            continue;
+        if (buf[0])
+            strncat(buf, ",", sizeof buf - strlen(buf) - 1);
+        const char *type = json_string_value(json_object_get(e, "type"));
+        strncat(buf, type, sizeof buf - strlen(buf) - 1);
+        if (strcmp(type, "status") == 0) {
+            strncat(buf, ":", sizeof buf - strlen(buf) - 1);
+            strncat(buf,
+                    json_string_value(json_object_get(json_object_get(e, "payload"), "state")),
+                    sizeof buf - strlen(buf) - 1);
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    return tb_xstrdup(buf);
+}
+
+/* The payload of the index-th event (borrowed until the fixture goes). */
+static json_t *event_payload(fixture_t *f, size_t index)
+{
+    pthread_mutex_lock(&f->lock);
+    json_t *p = json_object_get(json_array_get(f->events, index), "payload");
+    pthread_mutex_unlock(&f->lock);
+    return p;
+}
+
+static json_t *row_of(fixture_t *f, const char *mid)
+{
+    json_t *rows = NULL;
+    assert_int_equal(tb_store_mutation_list(f->store.store, f->topology, NULL, &rows, NULL), TB_OK);
+    size_t i;
+    json_t *r;
+    json_t *found = NULL;
+    json_array_foreach(rows, i, r) {
+        if (strcmp(tb_store_row_id(r), mid) == 0)
+            found = json_incref(r);
+    }
+    json_decref(rows);
+    assert_non_null(found);
+    return found;
+}
+
+static void assert_types(fixture_t *f, const char *want)
+{
+    char *got = event_types(f);
+    if (strcmp(got, want) != 0)
+        fail_msg("events: got %s, want %s", got, want);
+    free(got);
+}
+
+static void test_worker_applies_and_publishes_in_order(void **state)
+{
+    fixture_t *f = *state;
+    char *m1 = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    char *m2 = enqueue(f, "add_node", "{\"id\":\"b\",\"kind\":\"r\"}");
+    tb_mutator_t *m = make(f, NULL, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_types(f, "mutation.applying,mutation.applied,mutation.applying,mutation.applied");
+    assert_string_equal(json_string_value(json_object_get(event_payload(f, 0), "mutation_id")), m1);
+    assert_string_equal(json_string_value(json_object_get(event_payload(f, 1), "mutation_id")), m1);
+    assert_int_equal(json_integer_value(json_object_get(event_payload(f, 1), "version")), 1);
+    assert_string_equal(json_string_value(json_object_get(event_payload(f, 3), "mutation_id")), m2);
+    assert_int_equal(json_integer_value(json_object_get(event_payload(f, 3), "version")), 2);
+    json_t *doc = NULL;
+    assert_int_equal(tb_store_topology_get(f->store.store, f->topology, &doc, NULL), TB_OK);
+    assert_int_equal(tb_store_doc_version(doc), 2);
+    assert_int_equal(json_array_size(json_object_get(doc, "nodes")), 2);
+    json_decref(doc);
+    tb_mutator_stats_t st;
+    tb_mutator_stats(m, &st);
+    assert_int_equal(st.applied, 2);
+    assert_int_equal(st.publish_failed, 0);
+    tb_mutator_destroy(m);
+    free(m1);
+    free(m2);
+}
+
+static void test_worker_failure_degrades_and_success_restores(void **state)
+{
+    fixture_t *f = *state;
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    set_status(f, TB_TOPOLOGY_ACTIVE);
+    char *bad = enqueue(f, "add_link", "{\"id\":\"l\",\"from\":\"x\",\"to\":\"y\"}");
+    char *good = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    tb_mutator_t *m = make(f, NULL, true);
+    /* The failure stops this topology's drain for the pass; the next pass goes on. */
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_types(f, "mutation.applying,mutation.failed,status:degraded");
+    json_t *row = row_of(f, bad);
+    assert_string_equal(tb_store_row_state(row), "failed");
+    assert_non_null(strstr(json_string_value(json_object_get(row, "error")), "from names node 'x'"));
+    json_decref(row);
+    json_t *status = event_payload(f, 2);
+    assert_string_equal(json_string_value(json_object_get(status, "previous")), "active");
+    assert_non_null(json_object_get(status, "reason"));
+    json_t *doc = NULL;
+    assert_int_equal(tb_store_topology_get(f->store.store, f->topology, &doc, NULL), TB_OK);
+    assert_int_equal(tb_store_doc_version(doc), 0);
+    assert_string_equal(tb_store_doc_status(doc), "degraded");
+    json_decref(doc);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_types(f, "mutation.applying,mutation.failed,status:degraded,"
+                    "mutation.applying,mutation.applied,status:active");
+    row = row_of(f, good);
+    assert_string_equal(tb_store_row_state(row), "applied");
+    json_decref(row);
+    tb_mutator_destroy(m);
+    free(bad);
+    free(good);
+}
+
+static void test_worker_completes_deploy_and_teardown(void **state)
+{
+    fixture_t *f = *state;
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    tb_mutator_t *m = make(f, NULL, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_types(f, "status:active");
+    assert_string_equal(json_string_value(json_object_get(event_payload(f, 0), "previous")),
+                        "deploying");
+    set_status(f, TB_TOPOLOGY_TEARING_DOWN);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_types(f, "status:active,status:torn_down");
+    char buf[32];
+    assert_string_equal(tb_test_status(f->store.store, f->topology, buf, sizeof buf), "torn_down");
+    tb_mutator_destroy(m);
+}
+
+static void test_worker_fails_mutations_of_a_torn_down_topology(void **state)
+{
+    fixture_t *f = *state;
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    set_status(f, TB_TOPOLOGY_TEARING_DOWN);
+    set_status(f, TB_TOPOLOGY_TORN_DOWN);
+    tb_mutator_t *m = make(f, NULL, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    json_t *row = row_of(f, mid);
+    assert_string_equal(tb_store_row_state(row), "failed");
+    assert_non_null(strstr(json_string_value(json_object_get(row, "error")), "torn_down"));
+    json_decref(row);
+    tb_mutator_destroy(m);
+    free(mid);
+}
+
+/* Writes an executable script and returns its path (new string). */
+static char *write_hook(fixture_t *f, const char *name, const char *body)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", f->store.dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "#!/bin/sh\n%s\n", body);
+    fclose(fp);
+    chmod(path, 0755);
+    return tb_xstrdup(path);
+}
+
+static void test_worker_hook_verdict_reaches_the_row(void **state)
+{
+    fixture_t *f = *state;
+    char *hook = write_hook(f, "hook.sh",
+                            "if grep -q '\"id\":\"bad\"'; then echo 'device refused bad' >&2; "
+                            "exit 1; fi\nexit 0");
+    tb_mutator_options_t opts = {.hook = hook, .hook_timeout_ms = 5000};
+    tb_mutator_t *m = make(f, &opts, true);
+    char *ok = enqueue(f, "add_node", "{\"id\":\"good\",\"kind\":\"r\"}");
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    char *no = enqueue(f, "add_node", "{\"id\":\"bad\",\"kind\":\"r\"}");
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    json_t *row = row_of(f, ok);
+    assert_string_equal(tb_store_row_state(row), "applied");
+    json_decref(row);
+    row = row_of(f, no);
+    assert_string_equal(tb_store_row_state(row), "failed");
+    assert_string_equal(json_string_value(json_object_get(row, "error")), "device refused bad");
+    json_decref(row);
+    json_t *doc = NULL;
+    assert_int_equal(tb_store_topology_get(f->store.store, f->topology, &doc, NULL), TB_OK);
+    assert_int_equal(tb_store_doc_version(doc), 1); /* a refused mutation leaves no trace */
+    json_decref(doc);
+    /* Deploy: the hook sees the document; a refusal fails the deploy with the reason. */
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    tb_mutator_destroy(m);
+    char *deny = write_hook(f, "deny.sh", "cat >/dev/null; echo 'no capacity' >&2; exit 2");
+    opts.hook = deny;
+    m = make(f, &opts, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    char buf[32];
+    assert_string_equal(tb_test_status(f->store.store, f->topology, buf, sizeof buf), "failed");
+    tb_mutator_destroy(m);
+    free(deny);
+    free(hook);
+    free(ok);
+    free(no);
+}
+
+static void test_worker_missing_hook_fails_the_mutation(void **state)
+{
+    fixture_t *f = *state;
+    tb_mutator_options_t opts = {.hook = "/nonexistent/hook", .hook_timeout_ms = 1000};
+    tb_mutator_t *m = make(f, &opts, true);
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    json_t *row = row_of(f, mid);
+    assert_string_equal(tb_store_row_state(row), "failed");
+    assert_non_null(strstr(json_string_value(json_object_get(row, "error")), "cannot be run"));
+    json_decref(row);
+    tb_mutator_destroy(m);
+    free(mid);
+}
+
+typedef struct wait_row {
+    fixture_t *f;
+    const char *mid;
+} wait_row_t;
+
+static bool row_applied(void *ud)
+{
+    wait_row_t *w = ud;
+    json_t *row = row_of(w->f, w->mid);
+    bool done = strcmp(tb_store_row_state(row), "applied") == 0;
+    json_decref(row);
+    return done;
+}
+
+static bool wait_for(bool (*cond)(void *), void *ud, int timeout_ms)
+{
+    int64_t end = tb_clock_mono_ms() + timeout_ms;
+    while (tb_clock_mono_ms() < end) {
+        if (cond(ud))
+            return true;
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return cond(ud);
+}
+
+static void test_worker_thread_wakes_on_enqueued_event(void **state)
+{
+    fixture_t *f = *state;
+    tb_mutator_options_t opts = {.poll_ms = 60000};
+    tb_mutator_t *m = make(f, &opts, true);
+    assert_int_equal(tb_mutator_start(m), TB_OK);
+    assert_int_equal(tb_mutator_start(m), TB_ECONFLICT);
+    assert_int_equal(tb_mutator_run_once(m), TB_ECONFLICT);
+    /* Let the first pass finish so only the event can trigger the next one. */
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    char topic[TB_TOPIC_BUF_SIZE];
+    snprintf(topic, sizeof topic, "topology.%s.mutation.enqueued", f->topology);
+    assert_int_equal(tb_bus_publish(f->bus, topic, NULL, "{}", 2), TB_OK);
+    wait_row_t w = {f, mid};
+    int64_t t0 = tb_clock_mono_ms();
+    assert_true(wait_for(row_applied, &w, 5000));
+    assert_true(tb_clock_mono_ms() - t0 < 2000);
+    tb_mutator_stop(m);
+    tb_mutator_stop(m);
+    /* Health went out at start and at stop. */
+    pthread_mutex_lock(&f->lock);
+    size_t health = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(f->events, i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "topic")), "system.mutator.health") != 0)
+            continue;
+        json_t *p = json_object_get(e, "payload");
+        assert_string_equal(json_string_value(json_object_get(p, "worker")), "mutator");
+        assert_int_equal(json_integer_value(json_object_get(p, "pid")), getpid());
+        assert_true(json_is_integer(json_object_get(p, "uptime_s")));
+        assert_true(json_is_string(json_object_get(p, "state")));
+        health++;
+    }
+    pthread_mutex_unlock(&f->lock);
+    assert_int_equal(health, 2);
+    tb_mutator_destroy(m);
+    free(mid);
+}
+
+static void test_worker_thread_polls_without_a_bus(void **state)
+{
+    fixture_t *f = *state;
+    tb_mutator_options_t opts = {.poll_ms = 200};
+    tb_mutator_t *m = make(f, &opts, false);
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    assert_int_equal(tb_mutator_start(m), TB_OK);
+    wait_row_t w = {f, mid};
+    assert_true(wait_for(row_applied, &w, 3000));
+    char buf[32];
+    for (int i = 0; i < 300 && strcmp(tb_test_status(f->store.store, f->topology, buf, sizeof buf),
+                                      "active") != 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_string_equal(buf, "active");
+    tb_mutator_stats_t st;
+    tb_mutator_stats(m, &st);
+    assert_int_equal(st.applied, 1);
+    assert_int_equal(st.deployed, 1);
+    assert_true(st.publish_failed > 0); /* no bus: every event counted, none fatal */
+    tb_mutator_destroy(m);
+    free(mid);
+}
+
+static void test_worker_options_are_checked(void **state)
+{
+    fixture_t *f = *state;
+    tb_mutator_t *m = NULL;
+    tb_mutator_deps_t none = {0};
+    assert_int_equal(tb_mutator_create(&m, &none, NULL), TB_EINVAL);
+    tb_mutator_deps_t deps = {.store = f->store.store};
+    tb_mutator_options_t opts = {.hook = "/bin/true", .hook_timeout_ms = 5000, .lease_ms = 5000};
+    assert_int_equal(tb_mutator_create(&m, &deps, &opts), TB_EINVAL);
+    opts.lease_ms = 6000;
+    opts.worker = "a.b";
+    assert_int_equal(tb_mutator_create(&m, &deps, &opts), TB_EINVAL);
+    assert_null(m);
+    opts.worker = "mutator-2";
+    assert_int_equal(tb_mutator_create(&m, &deps, &opts), TB_OK);
+    tb_mutator_stop(m); /* never started */
+    tb_mutator_destroy(m);
+    tb_mutator_destroy(NULL);
+}
+
+int main(void)
+{
+    json_set_alloc_funcs(tb_xmalloc, free);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_worker_applies_and_publishes_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_failure_degrades_and_success_restores, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_completes_deploy_and_teardown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_fails_mutations_of_a_torn_down_topology, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_hook_verdict_reaches_the_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_missing_hook_fails_the_mutation, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_thread_wakes_on_enqueued_event, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_thread_polls_without_a_bus, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_options_are_checked, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
