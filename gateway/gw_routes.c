@@ -40,6 +40,7 @@ static const gw_route_t routes[] = {
     {"/", GW_GET, tb__gw_web_index, NULL},
     {"/app.js", GW_GET, tb__gw_web_asset, NULL},
     {"/app.css", GW_GET, tb__gw_web_asset, NULL},
+    {"/favicon.svg", GW_GET, tb__gw_web_asset, NULL},
     {"/healthz", GW_GET, get_healthz, NULL},
     {"/readyz", GW_GET, tb__gw_api_get_readyz, NULL},
     {"/metrics", GW_GET, tb__gw_metrics_get, NULL},

@@ -17,6 +17,7 @@ static const struct {
     {".html", "text/html; charset=utf-8"},
     {".js", "text/javascript; charset=utf-8"},
     {".css", "text/css; charset=utf-8"},
+    {".svg", "image/svg+xml"},
 };
 
 static void serve(gw_request_t *req, const char *name)
@@ -48,5 +49,5 @@ void tb__gw_web_index(gw_request_t *req)
 
 void tb__gw_web_asset(gw_request_t *req)
 {
-    serve(req, req->path + 1); /* the route table only sends /app.js and /app.css here */
+    serve(req, req->path + 1); /* the route table sends only its asset names here */
 }
