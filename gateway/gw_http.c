@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gw_int.h"
+#include "gw_pool.h"
 #include "gw_sse.h"
 #include "tb/alloc.h"
 #include "tb/clock.h"
@@ -176,11 +177,19 @@ int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t co
     return 0;
 }
 
-static int respond(gw_request_t *req)
+void tb__gw_respond(gw_request_t *req)
 {
     if (!req->status)
         tb__gw_reply_error(req, 500, "internal", "the handler produced no response");
-    return tb__gw_write_headers(req, "no-store", req->response.len);
+    req->replying = true;
+    lws_callback_on_writable(req->wsi);
+}
+
+/* For the lws callbacks: answer now (from WRITEABLE), keep the connection. */
+static int respond(gw_request_t *req)
+{
+    tb__gw_respond(req);
+    return 0;
 }
 
 static void allow_header(gw_request_t *req, unsigned methods)
@@ -197,7 +206,9 @@ static int dispatch(gw_request_t *req)
     gw_handler_fn fn = req->method == GW_GET ? r->get : r->post;
     fn(req);
     if (req->sse)
-        return req->sse_result; /* a stream answered for itself */
+        return req->sse_result; /* a stream answers for itself */
+    if (req->job)
+        return 0; /* a worker has the store call; its result is sent from the loop */
     return respond(req);
 }
 
@@ -305,7 +316,7 @@ static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const
 
 static int on_body(gw_request_t *req, const void *in, size_t len)
 {
-    if (!req->active || req->headers_sent)
+    if (!req->active || req->replying || req->job)
         return 0;
     if (req->chunked) {
         size_t used;
@@ -331,8 +342,10 @@ static int on_body(gw_request_t *req, const void *in, size_t len)
 
 static int on_writeable(gw_request_t *req)
 {
-    if (!req->active || !req->headers_sent)
+    if (!req->active || !req->replying)
         return 0;
+    if (!req->headers_sent)
+        return tb__gw_write_headers(req, "no-store", req->response.len); /* body: next time */
     size_t remaining = req->response.len - req->sent;
     if (remaining > 0) {
         uint8_t buf[LWS_PRE + GW_WRITE_CHUNK];
@@ -373,7 +386,7 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP_BODY:
         return on_body(req, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!req->active || req->headers_sent || req->chunked)
+        if (!req->active || req->replying || req->job || req->chunked)
             return 0; /* a chunked body completes in on_body */
         return dispatch(req);
     case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -385,6 +398,8 @@ int tb__gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
         /* Only the loop's watcher (the hang-up epoll fd) is a raw file or has a timer. */
         return tb__gw_sse_watcher_callback(loop, wsi, (int)reason);
     case LWS_CALLBACK_CLOSED_HTTP:
+        if (req)
+            gw_pool_forget(req); /* a store call still running must not come back to it */
         if (req && req->sse) {
             tb__gw_sse_closed(req);
         } else if (req && req->active) {

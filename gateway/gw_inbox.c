@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "gw_inbox.h"
+#include "gw_pool.h"
 
 void gw_inbox_init(gw_inbox_t *in, size_t capacity)
 {
@@ -25,6 +26,10 @@ void gw_msg_free(gw_msg_t *msg)
     if (msg->kind == GW_MSG_ADOPT && msg->fd >= 0)
         close(msg->fd);
     gw_frame_unref(msg->frame);
+    if (msg->job) {
+        msg->job->req = NULL; /* never delivered: nobody waits for it any more */
+        msg->job->done(msg->job);
+    }
     free(msg);
 }
 

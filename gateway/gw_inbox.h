@@ -22,6 +22,7 @@ typedef enum gw_msg_kind {
     GW_MSG_EVENT,     /* frame: a formatted bus event (a reference owned by the message) */
     GW_MSG_DROPPED,   /* topology: events of this topology were lost upstream */
     GW_MSG_DRAIN,     /* nothing: start closing streams over the drain window */
+    GW_MSG_JOB,       /* job: a worker finished it (gw_pool.h); owned by the message */
 } gw_msg_kind;
 
 typedef struct gw_msg {
@@ -29,6 +30,7 @@ typedef struct gw_msg {
     gw_msg_kind kind;
     int fd;
     gw_frame_t *frame;
+    struct gw_job *job;
     char topology[65];
 } gw_msg_t;
 
@@ -56,7 +58,10 @@ tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg);
 gw_msg_t *gw_inbox_take_all(gw_inbox_t *in);
 /** Refuses further pushes. Any thread. */
 void gw_inbox_close(gw_inbox_t *in);
-/** Frees a message and what it holds (closes an unadopted fd, unrefs a frame). */
+/**
+ * Frees a message and what it holds: closes an unadopted fd, unrefs a frame,
+ * finishes an undelivered job with no request (its done frees it).
+ */
 void gw_msg_free(gw_msg_t *msg);
 
 #endif

@@ -101,6 +101,7 @@ struct tb_gateway {
     bool stopped;
     tb_tickets_t *tickets;
     struct gw_fanout *fanout;
+    struct gw_pool *pool;
     struct gw_users *users;
     /* The bus appears once (attach thread) and never changes after: NULL until then. */
     _Atomic(tb_bus_t *) bus;
@@ -143,7 +144,9 @@ typedef struct gw_request {
     gw_header_t *headers; /* GW_MAX_EXTRA_HEADERS slots, allocated on first use */
     unsigned nheaders;
     bool headers_sent;
+    bool replying;    /* a reply is set: WRITEABLE sends its headers, then its body */
     bool close_after; /* close the connection after this response */
+    struct gw_job *job; /* a store call in flight for this request (see gw_pool.h) */
     struct gw_session *sse; /* set while the request is an open stream */
     int sse_result;         /* lws result of opening the stream */
 } gw_request_t;
@@ -193,6 +196,12 @@ void tb__gw_metrics_get(gw_request_t *req);
 int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len);
 /** Writes the access-log line of req. */
 void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note);
+/**
+ * Sends the reply set with tb__gw_reply*: asks for WRITEABLE, where the
+ * headers and then the body go out. Also for replies completed later (a
+ * worker's result). Loop thread.
+ */
+void tb__gw_respond(gw_request_t *req);
 /** Ends req's transaction bookkeeping (idempotent). */
 void tb__gw_request_finish(gw_request_t *req);
 /**

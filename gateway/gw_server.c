@@ -27,6 +27,7 @@
 
 #include "gw_fanout.h"
 #include "gw_int.h"
+#include "gw_pool.h"
 #include "gw_sse.h"
 #include "gw_users.h"
 #include "tb/alloc.h"
@@ -37,7 +38,10 @@ enum {
     LISTEN_BACKLOG = 4096,
     ACCEPT_BATCH = 64,
     STOP_WAIT_MS = 5000,
-    ATTACH_RETRY_MS = 250, /* the provider's own backoff decides when a connect is tried */
+    ATTACH_RETRY_MS = 250,
+    POOL_THREADS = 2,       /* store calls are serialised per store; two keep one slow call
+                               from holding up the rest */
+    POOL_CAPACITY = 4096,   /* store calls waiting; beyond it requests are answered 503 */ /* the provider's own backoff decides when a connect is tried */
     TICKET_CAPACITY = 100000,
     HEADER_DATA_MAX = 12288, /* room for an 8 KiB bearer token plus ordinary headers */
     HEADER_POOL = 64,
@@ -179,6 +183,11 @@ tb_status tb_gateway_create(tb_gateway_t **out, const tb_gateway_deps_t *deps, c
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
     tb_tickets_create(&gw->tickets, TICKET_CAPACITY, TB_TICKET_TTL_S);
     gw_fanout_create(&gw->fanout, gw);
+    if (gw_pool_create(&gw->pool, POOL_THREADS, POOL_CAPACITY)) {
+        snprintf(err, errlen, "cannot start the gateway's store workers");
+        tb_gateway_destroy(gw);
+        return TB_EIO;
+    }
     gw_users_create(&gw->users);
 
     tb_status st = gw->accept_wake_fd < 0 ? TB_EIO : open_listener(gw, err, errlen);
@@ -217,6 +226,10 @@ void tb__gw_loop_drain_inbox(gw_loop_t *loop)
             if (!lws_adopt_descriptor_vhost(loop->vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP, desc,
                                             NULL, NULL))
                 atomic_fetch_add(&loop->gw->counters.connections_refused, 1);
+        } else if (m->kind == GW_MSG_JOB) {
+            gw_job_t *job = m->job;
+            m->job = NULL; /* delivered here, not freed with the message */
+            gw_pool_deliver(job);
         } else {
             tb__gw_sse_handle_msg(loop, m);
         }
@@ -416,13 +429,17 @@ void tb_gateway_destroy(tb_gateway_t *gw)
     if (!gw)
         return;
     tb_gateway_stop(gw);
+    /* Closing every connection (CLOSED_HTTP runs here, on this thread) makes pending jobs
+     * forget their requests; then the workers finish what is queued, and what they send
+     * back to the closed inboxes is freed with them. */
     for (unsigned i = 0; gw->loops && i < gw->nloops; i++) {
-        gw_loop_t *loop = &gw->loops[i];
-        /* Closes every connection (CLOSED_HTTP runs here, on this thread) and the watcher. */
-        if (loop->ctx)
-            lws_context_destroy(loop->ctx);
-        tb__gw_sse_loop_cleanup(loop);
-        gw_inbox_cleanup(&loop->inbox);
+        if (gw->loops[i].ctx)
+            lws_context_destroy(gw->loops[i].ctx);
+    }
+    gw_pool_destroy(gw->pool);
+    for (unsigned i = 0; gw->loops && i < gw->nloops; i++) {
+        tb__gw_sse_loop_cleanup(&gw->loops[i]);
+        gw_inbox_cleanup(&gw->loops[i].inbox);
     }
     free(gw->loops);
     gw_fanout_destroy(gw->fanout);

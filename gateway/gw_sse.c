@@ -543,7 +543,8 @@ void tb__gw_sse_handle_msg(gw_loop_t *loop, const gw_msg_t *m)
         start_drain(loop, loop->gw->deps.cfg->drain_s * 1000);
         return;
     case GW_MSG_ADOPT:
-        return;
+    case GW_MSG_JOB:
+        return; /* handled by the loop itself (gw_server.c) */
     }
 }
 
