@@ -1,9 +1,10 @@
 /*
- * SSE streams; see gw_sse.h. A session belongs to one loop and is touched
- * only there. It holds references to shared frames in a bounded ring; a
- * `control` buffer carries what must precede them (retry and first
- * keepalive, snapshots, bus notices). Writes coalesce control text and
- * queued frames into one lws_write of at most GW_SSE_WRITE_BUDGET bytes.
+ * SSE sessions (see gw_sse.h and gw_sse_int.h): opening, the bounded queue
+ * of shared frames, coalesced writes and closing. A session belongs to one
+ * loop and is touched only there. Reads that may block (the snapshot, a
+ * JetStream replay) run on a worker (gw_sse_snapshot.c); until the opening
+ * read answers, the session already receives events, which wait in its
+ * queue: that is subscribe-before-snapshot.
  */
 #define _GNU_SOURCE
 #include <jansson.h>
@@ -14,46 +15,14 @@
 
 #include "gw_auth_http.h"
 #include "gw_fanout.h"
-#include "gw_sse.h"
-#include "gw_users.h"
+#include "gw_sse_int.h"
 #include "tb/alloc.h"
-#include "tb/bus.h"
 #include "tb/clock.h"
-#include "tb/cursor.h"
 #include "tb/log.h"
 #include "tb/random.h"
 #include "tb/sse.h"
-#include "tb/store.h"
 
-enum { TOPIC_BUCKETS = 1024, WATCH_BATCH = 64, SWEEP_MAX_MS = 1000, DRAIN_SWEEP_MS = 50 };
-
-typedef struct gw_loop_topology {
-    struct gw_loop_topology *next;
-    struct gw_session *sessions;
-    uint64_t last_seq; /* newest event of this topology seen by this loop */
-    char id[TB_TOPOLOGY_ID_BUF_SIZE];
-} gw_loop_topology_t;
-
-typedef struct gw_session {
-    gw_request_t *req;
-    gw_loop_t *loop;
-    gw_loop_topology_t *topic;
-    struct gw_session *topic_prev, *topic_next;
-    struct gw_session *loop_prev, *loop_next;
-    gw_user_slot_t *slot;
-    gw_frame_t **ring;
-    uint32_t head, count, cap;
-    size_t queued_bytes;
-    tb_buf_t control;
-    uint64_t min_seq; /* live frames at or below this were replayed already */
-    size_t bytes_sent;
-    int64_t last_write_ms;
-    int64_t close_at_ms; /* drain: when this stream is closed; 0 = not scheduled */
-    int fd;
-    bool resync, keepalive_due, dead, closing, close_after_write, write_requested;
-} gw_session_t;
-
-/* ---- frames and lookup ------------------------------------------------ */
+/* ---- frames and topologies ----------------------------------------------- */
 
 gw_frame_t *tb__gw_sse_format_frame(uint64_t epoch, const tb_event_t *ev)
 {
@@ -77,10 +46,10 @@ static size_t topic_bucket(const char *id)
     size_t h = 14695981039346656037u;
     for (const unsigned char *p = (const unsigned char *)id; *p; p++)
         h = (h ^ *p) * 1099511628211u;
-    return h % TOPIC_BUCKETS;
+    return h % GW_SSE_TOPIC_BUCKETS;
 }
 
-static gw_loop_topology_t *topic_find(gw_loop_t *loop, const char *id)
+gw_loop_topology_t *tb__gw_sse_topic_find(gw_loop_t *loop, const char *id)
 {
     gw_loop_topology_t *t = loop->topics[topic_bucket(id)];
     while (t && strcmp(t->id, id) != 0)
@@ -90,7 +59,7 @@ static gw_loop_topology_t *topic_find(gw_loop_t *loop, const char *id)
 
 static gw_loop_topology_t *topic_get(gw_loop_t *loop, const char *id)
 {
-    gw_loop_topology_t *t = topic_find(loop, id);
+    gw_loop_topology_t *t = tb__gw_sse_topic_find(loop, id);
     if (!t) {
         t = tb_xcalloc(1, sizeof *t);
         strcpy(t->id, id);
@@ -115,7 +84,7 @@ static void topic_put(gw_loop_t *loop, gw_loop_topology_t *t)
 /* ---- the queue ----------------------------------------------------------- */
 
 /* Asks lws for WRITEABLE once per pending write, not once per queued event. */
-static void request_write(gw_session_t *s)
+void tb__gw_sse_request_write(gw_session_t *s)
 {
     if (s->write_requested)
         return;
@@ -130,7 +99,7 @@ static void loop_add_queued(gw_loop_t *loop, int64_t delta)
     atomic_store_explicit(&loop->queued_bytes, now + delta, memory_order_relaxed);
 }
 
-static void queue_clear(gw_session_t *s)
+void tb__gw_sse_queue_clear(gw_session_t *s)
 {
     for (uint32_t i = 0; i < s->count; i++)
         gw_frame_unref(s->ring[(s->head + i) % s->cap]);
@@ -139,24 +108,25 @@ static void queue_clear(gw_session_t *s)
     s->queued_bytes = 0;
 }
 
-/* Drops the backlog and sends a fresh snapshot instead (CONTRACT §3.6). */
-static void schedule_resync(gw_session_t *s)
+void tb__gw_sse_schedule_resync(gw_session_t *s)
 {
-    queue_clear(s);
+    tb__gw_sse_queue_clear(s);
     if (!s->resync)
         atomic_fetch_add(&s->loop->gw->counters.sse_resyncs, 1);
     s->resync = true;
-    request_write(s);
+    /* While opening, the opening read itself is re-run when it answers. */
+    if (s->phase == GW_SSE_STREAMING)
+        tb__gw_sse_want_snapshot(s);
 }
 
-static void enqueue(gw_session_t *s, gw_frame_t *f)
+void tb__gw_sse_enqueue(gw_session_t *s, gw_frame_t *f)
 {
     if (f->seq && f->seq <= s->min_seq)
         return; /* already sent by a replay */
     if (s->resync)
         return; /* the coming snapshot covers it */
     if (s->count == GW_SSE_QUEUE_FRAMES || s->queued_bytes + f->len > GW_SSE_QUEUE_BYTES) {
-        schedule_resync(s);
+        tb__gw_sse_schedule_resync(s);
         return;
     }
     if (s->count == s->cap) {
@@ -177,42 +147,18 @@ static void enqueue(gw_session_t *s, gw_frame_t *f)
     atomic_store_explicit(&s->loop->frames_queued,
                           atomic_load_explicit(&s->loop->frames_queued, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    request_write(s);
+    if (s->phase == GW_SSE_STREAMING && !s->holding)
+        tb__gw_sse_request_write(s);
 }
 
-/* ---- snapshots ----------------------------------------------------------- */
-
-/*
- * Appends `event: snapshot` to the control buffer. The cursor names the last
- * event this loop saw for the topology, so a resume from it replays what
- * came after. TB_ENOTFOUND if the topology is gone, TB_EBACKEND if the store
- * failed.
- */
-static tb_status append_snapshot(gw_session_t *s)
-{
-    tb_gateway_t *gw = s->loop->gw;
-    json_t *snap = NULL;
-    tb_store_err_t err;
-    tb_status st = tb_store_snapshot(gw->deps.store, s->topic->id, &snap, &err);
-    if (st)
-        return st == TB_ENOTFOUND ? TB_ENOTFOUND : TB_EBACKEND;
-    json_object_set_new(snap, "bus",
-                        json_string(tb_bus_state_str((tb_bus_state_t)s->loop->bus_state)));
-    char *text = json_dumps(snap, JSON_COMPACT);
-    char cursor[TB_CURSOR_BUF_SIZE];
-    tb_cursor_format(&(tb_cursor_t){tb__gw_bus_epoch(gw), s->topic->last_seq}, cursor);
-    tb_sse_format_event(&s->control, cursor, "snapshot", text, strlen(text));
-    free(text);
-    json_decref(snap);
-    return TB_OK;
-}
-
-static void append_error_and_close(gw_session_t *s)
+void tb__gw_sse_error_close(gw_session_t *s)
 {
     static const char msg[] = "{\"message\":\"Stream interrupted\"}";
     tb_sse_format_event(&s->control, NULL, "error", msg, sizeof msg - 1);
     s->close_after_write = true;
-    request_write(s);
+    s->holding = false;
+    tb__gw_sse_queue_clear(s);
+    tb__gw_sse_request_write(s);
 }
 
 /* ---- opening ------------------------------------------------------------- */
@@ -249,30 +195,26 @@ static void unlink_session(gw_session_t *s)
     loop->nsessions--;
 }
 
-/* Frees a session that never became a stream (no headers sent yet). */
-static void session_abandon(gw_session_t *s)
+void tb__gw_sse_session_free(gw_session_t *s)
 {
     tb_gateway_t *gw = s->loop->gw;
     unlink_session(s);
     gw_fanout_release(gw->fanout, s->loop->index, s->topic->id);
     topic_put(s->loop, s->topic);
     gw_users_release(gw->users, s->slot);
-    queue_clear(s);
+    tb__gw_sse_queue_clear(s);
     free(s->ring);
     tb_buf_cleanup(&s->control);
     free(s);
 }
 
-static void on_replayed(tb_event_t *ev, void *ud)
+void tb__gw_sse_refuse(gw_session_t *s, int status, const char *code, const char *message)
 {
-    gw_session_t *s = ud;
-    gw_frame_t *f = tb__gw_sse_format_frame(tb__gw_bus_epoch(s->loop->gw), ev);
-    if (!f)
-        return;
-    enqueue(s, f);
-    if (ev->seq > s->min_seq && !s->resync)
-        s->min_seq = ev->seq;
-    gw_frame_unref(f);
+    gw_request_t *req = s->req;
+    req->sse = NULL;
+    tb__gw_sse_session_free(s);
+    tb__gw_reply_error(req, status, code, message);
+    tb__gw_respond(req);
 }
 
 /* Reads Last-Event-ID (header, or ?last_event_id=) as a cursor; false if absent or garbage. */
@@ -290,64 +232,6 @@ static bool read_resume_cursor(gw_request_t *req, tb_cursor_t *out)
     return tb_cursor_parse(text, (size_t)n, out) == TB_OK;
 }
 
-/*
- * Resume (CONTRACT §3): replays what followed the cursor if the bus still has
- * all of it; otherwise the caller sends a snapshot. Replay runs after the
- * subscription exists, so nothing falls between it and the live tail.
- */
-static bool try_resume(gw_session_t *s, const tb_cursor_t *cursor)
-{
-    tb_gateway_t *gw = s->loop->gw;
-    tb_bus_t *bus = tb__gw_bus(gw);
-    if (!bus || cursor->epoch != tb__gw_bus_epoch(gw))
-        return false;
-    char pattern[TB_TOPIC_BUF_SIZE];
-    tb_topic_build_topology_pattern(pattern, s->topic->id);
-    s->min_seq = cursor->seq;
-    if (tb_bus_replay(bus, pattern, cursor, on_replayed, s) != TB_OK) {
-        queue_clear(s);
-        s->min_seq = 0;
-        return false;
-    }
-    return !s->resync;
-}
-
-/* A capped user gets 429, unless the topology does not exist: 404 comes first. */
-static void reply_capped(gw_request_t *req)
-{
-    json_t *snap = NULL;
-    tb_store_err_t err;
-    tb_status st = tb_store_snapshot(req->gw->deps.store, req->topology_id, &snap, &err);
-    json_decref(snap);
-    if (st == TB_ENOTFOUND) {
-        tb__gw_reply_error(req, 404, "not_found", "no such topology");
-        return;
-    }
-    atomic_fetch_add(&req->gw->counters.sse_rejected_cap, 1);
-    tb__gw_add_header(req, "retry-after:", "5");
-    tb__gw_reply_error(req, 429, "too_many_streams", "this user holds the maximum of open streams");
-}
-
-static int start_stream(gw_session_t *s)
-{
-    gw_request_t *req = s->req;
-    if (tb__gw_write_headers(req, "no-cache, no-transform", LWS_ILLEGAL_HTTP_CONTENT_LEN))
-        return -1;
-    /* After this the header table is gone: everything needed was read above. */
-    lws_http_mark_sse(req->wsi);
-    tb__gw_request_shed(req);
-    s->fd = lws_get_socket_fd(req->wsi);
-    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = s};
-    /* lws 4.1.6 never reads a stream's socket, so a FIN would spin its loop (NOTES-libs §1). */
-    if (epoll_ctl(s->loop->watch_epfd, EPOLL_CTL_ADD, s->fd, &ev) != 0)
-        tb_log(TB_LOG_WARN, "sse", "cannot watch stream fd %d for hang-ups", s->fd);
-    s->last_write_ms = tb_clock_mono_ms();
-    atomic_fetch_add(&s->loop->gw->counters.sse_open, 1);
-    atomic_fetch_add(&s->loop->gw->counters.sse_opened, 1);
-    request_write(s);
-    return 0;
-}
-
 void tb__gw_sse_open(gw_request_t *req)
 {
     tb_gateway_t *gw = req->gw;
@@ -360,7 +244,7 @@ void tb__gw_sse_open(gw_request_t *req)
     }
     gw_user_slot_t *slot = gw_users_acquire(gw->users, p.sub, gw->deps.cfg->sse_max_per_user);
     if (!slot) {
-        reply_capped(req);
+        tb__gw_sse_answer_capped(req);
         return;
     }
     gw_session_t *s = tb_xcalloc(1, sizeof *s);
@@ -368,37 +252,47 @@ void tb__gw_sse_open(gw_request_t *req)
     s->loop = req->loop;
     s->slot = slot;
     s->fd = -1;
+    s->phase = GW_SSE_OPENING;
     tb_buf_init(&s->control);
     s->topic = topic_get(s->loop, req->topology_id);
     link_session(s);
-    /* Subscribe before reading the snapshot: what arrives meanwhile waits in the inbox. */
+    /* Subscribe before reading: what arrives meanwhile waits in the queue (or the inbox). */
     if (gw_fanout_acquire(gw->fanout, s->loop->index, req->topology_id)) {
         unlink_session(s);
         topic_put(s->loop, s->topic);
         gw_users_release(gw->users, slot);
-        tb_buf_cleanup(&s->control);
         free(s);
         tb__gw_reply_error(req, 503, "bus_unavailable", "cannot subscribe to the topology");
         return;
     }
     tb_buf_appendf(&s->control, "retry: %u\n\n: keepalive\n\n",
                    (unsigned)tb_random_range(2000, 5000));
-    tb_cursor_t cursor;
-    bool resumed = read_resume_cursor(req, &cursor) && try_resume(s, &cursor);
-    if (!resumed) {
-        tb_status st = append_snapshot(s);
-        if (st) {
-            session_abandon(s);
-            if (st == TB_ENOTFOUND)
-                tb__gw_reply_error(req, 404, "not_found", "no such topology");
-            else
-                tb__gw_reply_error(req, 503, "store_unavailable", "cannot read the topology");
-            return;
-        }
-    }
     req->sse = s;
     req->status = 200;
-    req->sse_result = start_stream(s);
+    tb_cursor_t cursor;
+    bool resume = read_resume_cursor(req, &cursor);
+    tb__gw_sse_open_read(s, resume, &cursor);
+}
+
+/* Sends the stream's headers; from here it is a stream (lws detaches the header table). */
+static int send_headers(gw_session_t *s)
+{
+    gw_request_t *req = s->req;
+    if (tb__gw_write_headers(req, "no-cache, no-transform", LWS_ILLEGAL_HTTP_CONTENT_LEN))
+        return -1;
+    lws_http_mark_sse(req->wsi);
+    tb__gw_request_shed(req);
+    s->phase = GW_SSE_STREAMING;
+    s->fd = lws_get_socket_fd(req->wsi);
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = s};
+    /* lws 4.1.6 never reads a stream's socket, so a FIN would spin its loop (NOTES-libs §1). */
+    if (epoll_ctl(s->loop->watch_epfd, EPOLL_CTL_ADD, s->fd, &ev) != 0)
+        tb_log(TB_LOG_WARN, "sse", "cannot watch stream fd %d for hang-ups", s->fd);
+    s->last_write_ms = tb_clock_mono_ms();
+    atomic_fetch_add(&s->loop->gw->counters.sse_open, 1);
+    atomic_fetch_add(&s->loop->gw->counters.sse_opened, 1);
+    tb__gw_sse_request_write(s);
+    return 0;
 }
 
 /* ---- writing ------------------------------------------------------------- */
@@ -416,7 +310,7 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
             return n;
         tb_buf_cleanup(&s->control); /* a snapshot's worth of capacity is not kept idle */
     }
-    while (s->count > 0) {
+    while (s->count > 0 && !s->holding) {
         gw_frame_t *f = s->ring[s->head];
         if (n + f->len > room && n > 0)
             break;
@@ -444,13 +338,11 @@ int tb__gw_sse_writeable(gw_request_t *req)
     s->write_requested = false;
     if (s->dead || s->closing)
         return -1;
-    if (s->resync) {
-        s->resync = false;
-        queue_clear(s);
-        if (append_snapshot(s) != TB_OK)
-            append_error_and_close(s);
-    }
-    if (s->keepalive_due && s->control.len == 0 && s->count == 0)
+    if (s->phase == GW_SSE_OPENING)
+        return 0; /* nothing goes out before the opening read answered */
+    if (s->phase == GW_SSE_HEADERS)
+        return send_headers(s);
+    if (s->keepalive_due && s->control.len == 0 && (s->count == 0 || s->holding))
         tb_sse_format_comment(&s->control, "keepalive");
     s->keepalive_due = false;
     char *buf = s->loop->write_buf + LWS_PRE;
@@ -461,8 +353,8 @@ int tb__gw_sse_writeable(gw_request_t *req)
         s->bytes_sent += n;
         s->last_write_ms = tb_clock_mono_ms();
     }
-    if (s->control.len > 0 || s->count > 0)
-        request_write(s);
+    if (s->control.len > 0 || (s->count > 0 && !s->holding))
+        tb__gw_sse_request_write(s);
     else if (s->close_after_write)
         return -1;
     return 0;
@@ -472,190 +364,13 @@ void tb__gw_sse_closed(gw_request_t *req)
 {
     gw_session_t *s = req->sse;
     gw_loop_t *loop = s->loop;
-    if (s->fd >= 0)
-        epoll_ctl(loop->watch_epfd, EPOLL_CTL_DEL, s->fd, NULL);
-    atomic_fetch_sub(&loop->gw->counters.sse_open, 1);
+    if (s->phase == GW_SSE_STREAMING) {
+        if (s->fd >= 0)
+            epoll_ctl(loop->watch_epfd, EPOLL_CTL_DEL, s->fd, NULL);
+        atomic_fetch_sub(&loop->gw->counters.sse_open, 1);
+    }
     tb__gw_access_log(req, s->bytes_sent, s->dead ? " (stream closed by client)" : " (stream)");
-    session_abandon(s);
+    tb__gw_sse_session_free(s);
     req->sse = NULL;
     tb__gw_request_finish(req);
-}
-
-/* ---- loop-wide events ------------------------------------------------------ */
-
-static void for_each_session(gw_loop_t *loop, void (*fn)(gw_session_t *, const void *),
-                             const void *arg)
-{
-    for (gw_session_t *s = loop->sessions, *next; s; s = next) {
-        next = s->loop_next;
-        fn(s, arg);
-    }
-}
-
-static void resync_one(gw_session_t *s, const void *arg)
-{
-    (void)arg;
-    schedule_resync(s);
-}
-
-static void notify_bus(gw_session_t *s, const void *arg)
-{
-    int state = *(const int *)arg;
-    const char *data = state == TB_BUS_UP ? "{\"state\":\"up\"}" : "{\"state\":\"down\"}";
-    tb_sse_format_event(&s->control, NULL, "bus", data, strlen(data));
-    if (state == TB_BUS_UP)
-        schedule_resync(s); /* events were missed while down: snapshot, then live */
-    else
-        request_write(s);
-}
-
-/* Spreads closing over the drain window so browsers do not come back in one burst. */
-static void start_drain(gw_loop_t *loop, int64_t window_ms)
-{
-    loop->draining = true;
-    int64_t now = tb_clock_mono_ms();
-    size_t i = 0, n = loop->nsessions;
-    for (gw_session_t *s = loop->sessions; s; s = s->loop_next, i++)
-        s->close_at_ms = now + (n > 1 ? window_ms * (int64_t)i / (int64_t)(n - 1) : 0);
-    lws_set_timer_usecs(loop->watcher, 1000);
-}
-
-void tb__gw_sse_handle_msg(gw_loop_t *loop, const gw_msg_t *m)
-{
-    switch (m->kind) {
-    case GW_MSG_EVENT: {
-        gw_loop_topology_t *t = topic_find(loop, m->topology);
-        if (!t)
-            return;
-        if (m->frame->seq > t->last_seq)
-            t->last_seq = m->frame->seq;
-        for (gw_session_t *s = t->sessions; s; s = s->topic_next)
-            enqueue(s, m->frame);
-        return;
-    }
-    case GW_MSG_DROPPED: {
-        gw_loop_topology_t *t = topic_find(loop, m->topology);
-        for (gw_session_t *s = t ? t->sessions : NULL; s; s = s->topic_next)
-            schedule_resync(s);
-        return;
-    }
-    case GW_MSG_DRAIN:
-        start_drain(loop, loop->gw->deps.cfg->drain_s * 1000);
-        return;
-    case GW_MSG_ADOPT:
-    case GW_MSG_JOB:
-        return; /* handled by the loop itself (gw_server.c) */
-    }
-}
-
-void tb__gw_sse_check_overflow(gw_loop_t *loop)
-{
-    if (atomic_exchange(&loop->overflowed, false))
-        for_each_session(loop, resync_one, NULL);
-}
-
-/* ---- the watcher: hang-ups and the sweep timer ----------------------------- */
-
-static void mark_dead(gw_loop_t *loop)
-{
-    struct epoll_event evs[WATCH_BATCH];
-    int n;
-    do {
-        n = epoll_wait(loop->watch_epfd, evs, WATCH_BATCH, 0);
-        for (int i = 0; i < n; i++) {
-            gw_session_t *s = evs[i].data.ptr;
-            s->dead = true;
-            request_write(s); /* WRITEABLE returns -1 and lws closes it */
-        }
-    } while (n == WATCH_BATCH);
-}
-
-static int64_t sweep_interval_ms(const gw_loop_t *loop)
-{
-    int64_t keepalive = loop->gw->deps.cfg->keepalive_s * 1000;
-    int64_t ms = keepalive / 4;
-    if (loop->draining)
-        return DRAIN_SWEEP_MS;
-    return ms < SWEEP_MAX_MS ? (ms > 0 ? ms : 1) : SWEEP_MAX_MS;
-}
-
-/*
- * The bus state is polled here rather than pushed: one atomic read per tick
- * per loop, no callback wiring, and a notice reaches streams within a tick.
- */
-static void check_bus_state(gw_loop_t *loop)
-{
-    int state = tb__gw_bus_state(loop->gw);
-    if (state == loop->bus_state)
-        return;
-    loop->bus_state = state;
-    if (state != TB_BUS_DISABLED)
-        for_each_session(loop, notify_bus, &state);
-}
-
-static void sweep(gw_loop_t *loop)
-{
-    check_bus_state(loop);
-    int64_t now = tb_clock_mono_ms();
-    int64_t keepalive = loop->gw->deps.cfg->keepalive_s * 1000;
-    for (gw_session_t *s = loop->sessions; s; s = s->loop_next) {
-        if (loop->draining && s->close_at_ms <= now) {
-            s->closing = true;
-            request_write(s);
-        } else if (now - s->last_write_ms >= keepalive && !s->keepalive_due) {
-            s->keepalive_due = true;
-            request_write(s);
-        }
-    }
-    lws_set_timer_usecs(loop->watcher, sweep_interval_ms(loop) * 1000);
-}
-
-int tb__gw_sse_watcher_callback(gw_loop_t *loop, struct lws *wsi, int reason)
-{
-    switch (reason) {
-    case LWS_CALLBACK_RAW_ADOPT_FILE:
-        loop->watcher = wsi;
-        lws_set_timer_usecs(wsi, sweep_interval_ms(loop) * 1000);
-        return 0;
-    case LWS_CALLBACK_RAW_RX_FILE:
-        mark_dead(loop);
-        return 0;
-    case LWS_CALLBACK_TIMER:
-        sweep(loop);
-        return 0;
-    case LWS_CALLBACK_RAW_CLOSE_FILE:
-        loop->watcher = NULL;
-        return 0;
-    default:
-        return 0;
-    }
-}
-
-tb_status tb__gw_sse_loop_init(gw_loop_t *loop)
-{
-    loop->topics = tb_xcalloc(TOPIC_BUCKETS, sizeof *loop->topics);
-    loop->write_buf = tb_xmalloc(LWS_PRE + GW_SSE_WRITE_BUDGET);
-    loop->bus_state = tb__gw_bus_state(loop->gw);
-    loop->watch_epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (loop->watch_epfd < 0)
-        return TB_EIO;
-    lws_sock_file_fd_type desc;
-    desc.filefd = loop->watch_epfd;
-    /* From here lws owns the epoll fd and closes it with the context. */
-    if (!lws_adopt_descriptor_vhost(loop->vhost, LWS_ADOPT_RAW_FILE_DESC, desc, "tb-http", NULL)) {
-        close(loop->watch_epfd); /* lws closes only sockets when adoption fails */
-        loop->watch_epfd = -1;
-        return TB_EIO;
-    }
-    return TB_OK;
-}
-
-void tb__gw_sse_loop_cleanup(gw_loop_t *loop)
-{
-    /* The context is destroyed: every session was closed through CLOSED_HTTP. */
-    TB_ASSERT(loop->sessions == NULL);
-    free(loop->topics);
-    free(loop->write_buf);
-    loop->topics = NULL;
-    loop->write_buf = NULL;
 }
