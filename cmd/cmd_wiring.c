@@ -30,6 +30,7 @@ int tb__cmd_configure_bus(const tb_config_t *cfg)
     tb_bus_options_init(&opts);
     if (cfg->nats_pending_msgs > 0)
         opts.sub_pending_msgs = (int)cfg->nats_pending_msgs;
+    opts.stream_replicas = (int)cfg->nats_replicas;
     if (tb_app_bus_configure(cfg->bus_url, &opts)) {
         tb__cmd_error("--bus: '%s' is not a usable bus URL", cfg->bus_url);
         return TB_EXIT_USAGE;

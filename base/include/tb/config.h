@@ -48,6 +48,7 @@ typedef struct tb_config {
     long sse_max_per_user;    /* 0 = no cap */
     const char *cors_origins; /* NULL if none */
     long nats_pending_msgs;   /* per-subscription NATS queue before drops (0: the bus default) */
+    long nats_replicas;       /* replicas of the JetStream stream when this process creates it */
     tb_log_level log_level;
     const char *apply_hook;   /* command run for each mutation and deploy; NULL if none */
     long apply_timeout_s;     /* the hook is killed after this long */
