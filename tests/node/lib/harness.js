@@ -126,7 +126,7 @@ class Gateway {
     this.port = this.port || await freePort();
     this.base = `http://127.0.0.1:${this.port}`;
     const args = [this.opts.command || 'gateway', '--listen', `127.0.0.1:${this.port}`,
-      '--db', `sqlite:${path.join(this.dir, 'topobus.db')}`, '--bus', this.opts.bus || 'mem://',
+      '--db', this.opts.db || `sqlite:${path.join(this.dir, 'topobus.db')}`, '--bus', this.opts.bus || 'mem://',
       '--keepalive', String(this.opts.keepalive || 1), '--drain', String(this.opts.drain ?? 1),
       '--loops', String(this.opts.loops || 2), ...(this.opts.args || [])];
     this.proc = run(this.topobus, args, { env: this.env() });
