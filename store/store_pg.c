@@ -127,8 +127,7 @@ static void drop(tb_pg_store_t *q, const char *why)
     if (q->down_since_ms == 0) {
         q->down_since_ms = tb_clock_mono_ms();
         q->failed_connects = 0;
-        tb_log(TB_LOG_WARN, "store", "database connection lost where=%s why=\"%s\"", q->where,
-               why);
+        tb_log(TB_LOG_WARN, "store", "database connection lost where=%s why=\"%s\"", q->where, why);
     }
 }
 
@@ -169,20 +168,20 @@ static tb_status map_error(tb_pg_store_t *q, const PGresult *res, const char *wh
         return unavailable(err, line);
     }
     if (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0) {
-        tb_log(TB_LOG_WARN, "store", "statement timed out op=%s sqlstate=%s where=%s", what,
-               state, q->where);
+        tb_log(TB_LOG_WARN, "store", "statement timed out op=%s sqlstate=%s where=%s", what, state,
+               q->where);
         return tb__store_fail(err, TB_ETIMEDOUT, TB_STORE_R_BUSY,
                               "the database did not finish within the %d ms timeout",
                               q->timeout_ms);
     }
     if (is_retryable_state(state)) {
-        tb_log(TB_LOG_DEBUG, "store", "transaction aborted op=%s sqlstate=%s where=%s", what,
-               state, q->where);
+        tb_log(TB_LOG_DEBUG, "store", "transaction aborted op=%s sqlstate=%s where=%s", what, state,
+               q->where);
         return tb__store_fail(err, TB_ETIMEDOUT, TB_STORE_R_BUSY,
                               "the database kept aborting the transaction (%s)", state);
     }
-    tb_log(TB_LOG_ERR, "store", "postgres error op=%s sqlstate=%s msg=\"%s\" where=%s", what,
-           state, line, q->where);
+    tb_log(TB_LOG_ERR, "store", "postgres error op=%s sqlstate=%s msg=\"%s\" where=%s", what, state,
+           line, q->where);
     return tb__store_fail(err, TB_EBACKEND, TB_STORE_R_BACKEND,
                           "database error during %s: SQLSTATE %s", what, state);
 }
@@ -351,8 +350,9 @@ static tb_status connect_now(tb_pg_store_t *q, bool prepare, tb_store_err_t *err
 }
 
 /* Makes sure there is a connection. After a failed attempt the next waits
- * RECONNECT_MS; calls in between fail at once. Never inside a transaction: one whose connection was lost
- * is over, and its remaining statements must not run elsewhere. */
+ * RECONNECT_MS; calls in between fail at once. Never inside a transaction:
+ * one whose connection was lost is over, and its remaining statements must
+ * not run elsewhere. */
 static tb_status ensure_connected(tb_pg_store_t *q, bool in_tx, tb_store_err_t *err)
 {
     if (q->conn)
@@ -391,8 +391,7 @@ static tb_status run_prepared(tb_pg_store_t *q, bool in_tx, tb_pg_stmt idx, int 
     return await(q, what, res, err);
 }
 
-/* Statements inside tb__pg_tx must not reconnect; others may. The flag is
- * per store and store.c serialises calls, so a plain field is enough. */
+/* True while the connection has a transaction open (or aborted). */
 static bool tx_open(const tb_pg_store_t *q)
 {
     return q->conn && PQtransactionStatus(q->conn) != PQTRANS_IDLE;
@@ -402,13 +401,13 @@ tb_status tb__pg_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *cons
                        PGresult **res, const char *what, tb_store_err_t *err)
 {
     *res = NULL;
-    return run_prepared(q, tx_open(q), idx, n, values, res, what, err);
+    return run_prepared(q, q->in_tx, idx, n, values, res, what, err);
 }
 
 tb_status tb__pg_command(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
                          const char *what, tb_store_err_t *err)
 {
-    return run_prepared(q, tx_open(q), idx, n, values, NULL, what, err);
+    return run_prepared(q, q->in_tx, idx, n, values, NULL, what, err);
 }
 
 static void rollback_quietly(tb_pg_store_t *q)
@@ -429,8 +428,11 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
         tb_status st = ensure_connected(q, false, err);
         if (!st)
             st = exec_sql(q, begin, 0, NULL, NULL, "begin", err);
-        if (!st)
+        if (!st) {
+            q->in_tx = true;
             st = fn(q, ctx, out, err);
+            q->in_tx = false;
+        }
         if (!st && !q->conn)
             st = unavailable(err, "the connection was lost during the transaction");
         if (!st)
@@ -446,8 +448,7 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
     }
 }
 
-tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id,
-                         tb_store_err_t *err)
+tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id, tb_store_err_t *err)
 {
     tb_log(TB_LOG_ERR, "store", "undecodable row what=%s id=%s where=%s", what, id ? id : "?",
            q->where);
@@ -493,8 +494,7 @@ tb_status tb__pg_row_json(tb_pg_store_t *q, const PGresult *res, int r, json_t *
     return TB_OK;
 }
 
-tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr,
-                           tb_store_err_t *err)
+tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr, tb_store_err_t *err)
 {
     int n = PQntuples(res);
     for (int r = 0; r < n; r++) {
@@ -513,8 +513,7 @@ static int migration_version(const tb_embedded_file_t *m)
     return (m->name[0] - '0') * 100 + (m->name[1] - '0') * 10 + (m->name[2] - '0');
 }
 
-static tb_status apply_migration(tb_pg_store_t *q, const tb_embedded_file_t *m,
-                                 tb_store_err_t *err)
+static tb_status apply_migration(tb_pg_store_t *q, const tb_embedded_file_t *m, tb_store_err_t *err)
 {
     tb_status st = exec_sql(q, (const char *)m->data, 0, NULL, NULL, m->name, err);
     if (st)
@@ -524,12 +523,12 @@ static tb_status apply_migration(tb_pg_store_t *q, const tb_embedded_file_t *m,
     tb_pg_int_t version = tb__pg_int(migration_version(m));
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     const char *values[] = {version.s, name, now.s};
-    st = exec_sql(q, "INSERT INTO schema_migrations (version, name, applied_at) "
-                     "VALUES ($1, $2, $3)",
+    st = exec_sql(q,
+                  "INSERT INTO schema_migrations (version, name, applied_at) "
+                  "VALUES ($1, $2, $3)",
                   3, values, NULL, "record migration", err);
     if (!st)
-        tb_log(TB_LOG_NOTICE, "store", "applied schema migration name=%s where=%s", name,
-               q->where);
+        tb_log(TB_LOG_NOTICE, "store", "applied schema migration name=%s where=%s", name, q->where);
     return st;
 }
 
@@ -551,8 +550,8 @@ static tb_status migrate(tb_pg_store_t *q, tb_store_err_t *err)
     PGresult *res = NULL;
     long long current = 0;
     if (!st)
-        st = exec_sql(q, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", 0, NULL,
-                      &res, "read schema version", err);
+        st = exec_sql(q, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", 0, NULL, &res,
+                      "read schema version", err);
     if (!st) {
         current = tb__pg_int64(res, 0, 0);
         PQclear(res);
@@ -585,8 +584,7 @@ static tb_status describe(tb_pg_store_t *q, tb_store_err_t *err)
         char line[160];
         first_line(msg, line, sizeof line);
         PQfreemem(msg);
-        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID, "bad PostgreSQL URL: %s",
-                              line);
+        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID, "bad PostgreSQL URL: %s", line);
     }
     const char *host = "", *port = "", *db = "";
     for (PQconninfoOption *o = opts; o->keyword; o++) {

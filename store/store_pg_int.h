@@ -45,15 +45,16 @@ typedef enum tb_pg_stmt {
 } tb_pg_stmt;
 
 typedef struct tb_pg_store {
-    struct tb_store base; /* first: store.c sees only this */
-    PGconn *conn;         /* NULL while the database is unreachable */
-    char *url;            /* the full URL (may hold a password: never logged) */
-    char *where;          /* host:port/db for log lines, without credentials */
-    int timeout_ms;       /* statement and lock timeout; calls end by timeout_ms + grace */
-    int64_t retry_at_ms;     /* monotonic: no connect attempt before this (after a failed one) */
-    int64_t down_since_ms;   /* monotonic time the connection was lost, 0 while up */
-    int failed_connects;     /* connect attempts since down_since_ms */
-    char sqlstate[6];        /* of the last failed statement; "" if none */
+    struct tb_store base;  /* first: store.c sees only this */
+    PGconn *conn;          /* NULL while the database is unreachable */
+    char *url;             /* the full URL (may hold a password: never logged) */
+    char *where;           /* host:port/db for log lines, without credentials */
+    int timeout_ms;        /* statement and lock timeout; calls end by timeout_ms + grace */
+    int64_t retry_at_ms;   /* monotonic: no connect attempt before this (after a failed one) */
+    int64_t down_since_ms; /* monotonic time the connection was lost, 0 while up */
+    int failed_connects;   /* connect attempts since down_since_ms */
+    bool in_tx;            /* inside tb__pg_tx: statements must not reconnect */
+    char sqlstate[6];      /* of the last failed statement; "" if none */
 } tb_pg_store_t;
 
 static inline tb_pg_store_t *tb__pg_from(tb_store_t *s)
@@ -88,8 +89,7 @@ tb_status tb__pg_command(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *co
  * A transaction body: runs statements through tb__pg_query and leaves its
  * result in *out (new) and ctx. It may run more than once (see tb__pg_tx).
  */
-typedef tb_status (*tb_pg_tx_fn)(tb_pg_store_t *q, void *ctx, json_t **out,
-                                 tb_store_err_t *err);
+typedef tb_status (*tb_pg_tx_fn)(tb_pg_store_t *q, void *ctx, json_t **out, tb_store_err_t *err);
 
 /**
  * Runs fn inside `begin` … COMMIT. On a serialization failure or deadlock
@@ -104,8 +104,7 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
 #define TB_PG_BEGIN_SNAPSHOT "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 /** Logs a row the backend cannot decode and returns TB_EBACKEND. */
-tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id,
-                         tb_store_err_t *err);
+tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id, tb_store_err_t *err);
 
 /** Column i of row r as int64 (0 if NULL or malformed). */
 int64_t tb__pg_int64(const PGresult *res, int r, int i);
@@ -113,7 +112,7 @@ int64_t tb__pg_int64(const PGresult *res, int r, int i);
 const char *tb__pg_text(const PGresult *res, int r, int i);
 
 /** Column list every mutation-row query selects, in tb__pg_row_json's order. */
-#define TB_PG_MUT_COLS                                                                            \
+#define TB_PG_MUT_COLS                                                                             \
     "id, topology_id, op, payload, state, error, attempts, created_at, updated_at"
 
 /** Decodes row r of res (TB_PG_MUT_COLS) into a new mutation row. */
@@ -121,8 +120,7 @@ tb_status tb__pg_row_json(tb_pg_store_t *q, const PGresult *res, int r, json_t *
                           tb_store_err_t *err);
 
 /** Appends every row of res (TB_PG_MUT_COLS), decoded, to arr. */
-tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr,
-                           tb_store_err_t *err);
+tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr, tb_store_err_t *err);
 
 /* The slots of tb__store_pg_ops implemented in store_pg_ops.c. */
 tb_status tb__pg_topology_create(tb_store_t *s, const char *id, const char *name,

@@ -25,8 +25,7 @@
 /* Runs a statement that returns one mutation row into *row; none is
  * TB_ENOTFOUND with message `none`. */
 static tb_status row_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
-                           const char *what, const char *none, json_t **row,
-                           tb_store_err_t *err)
+                           const char *what, const char *none, json_t **row, tb_store_err_t *err)
 {
     PGresult *res = NULL;
     tb_status st = tb__pg_query(q, idx, n, values, &res, what, err);
@@ -91,11 +90,11 @@ static tb_status list_tx(tb_pg_store_t *q, void *ctx, json_t **rows, tb_store_er
     tb_status st = tb__pg_topology_read_state(q, false, c->topology_id, &status, &version, err);
     if (st)
         return st;
-    const char *values[] = {c->topology_id,
-                            c->state < 0 ? NULL : tb_mutation_state_name((tb_mutation_state)c->state)};
+    const char *values[] = {
+        c->topology_id, c->state < 0 ? NULL : tb_mutation_state_name((tb_mutation_state)c->state)};
     PGresult *res = NULL;
-    st = tb__pg_query(q, c->state < 0 ? TB_PG_MUT_LIST : TB_PG_MUT_LIST_STATE,
-                      c->state < 0 ? 1 : 2, values, &res, "list mutations", err);
+    st = tb__pg_query(q, c->state < 0 ? TB_PG_MUT_LIST : TB_PG_MUT_LIST_STATE, c->state < 0 ? 1 : 2,
+                      values, &res, "list mutations", err);
     if (st)
         return st;
     *rows = json_array();
@@ -264,8 +263,8 @@ static tb_status mark_failed_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_st
         return st;
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     const char *values[] = {c->mutation_id, c->text, now.s};
-    return row_query(q, TB_PG_MUT_SET_FAILED, 3, values, "mark mutation failed",
-                     "no such mutation", row, err);
+    return row_query(q, TB_PG_MUT_SET_FAILED, 3, values, "mark mutation failed", "no such mutation",
+                     row, err);
 }
 
 tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
@@ -280,8 +279,8 @@ typedef struct recover_ctx {
     int requeued, failed;
 } recover_ctx_t;
 
-static tb_status run_recovery(tb_pg_store_t *q, tb_pg_stmt idx, const recover_ctx_t *c,
-                              int *count, tb_store_err_t *err)
+static tb_status run_recovery(tb_pg_store_t *q, tb_pg_stmt idx, const recover_ctx_t *c, int *count,
+                              tb_store_err_t *err)
 {
     tb_pg_int_t now = tb__pg_int(c->now_ms);
     tb_pg_int_t cutoff = tb__pg_int(c->cutoff_ms);

@@ -13,8 +13,7 @@
 /* Reads status and version of topology id with statement idx (a plain read
  * or the row lock), inside the caller's transaction. TB_ENOTFOUND if absent. */
 static tb_status topology_state(tb_pg_store_t *q, tb_pg_stmt idx, const char *id,
-                                tb_topology_status *status, int64_t *version,
-                                tb_store_err_t *err)
+                                tb_topology_status *status, int64_t *version, tb_store_err_t *err)
 {
     PGresult *res = NULL;
     const char *values[] = {id};
@@ -35,13 +34,11 @@ tb_status tb__pg_topology_read_state(tb_pg_store_t *q, bool lock, const char *id
                                      tb_topology_status *status, int64_t *version,
                                      tb_store_err_t *err)
 {
-    return topology_state(q, lock ? TB_PG_TOPO_LOCK : TB_PG_TOPO_STATUS, id, status, version,
-                          err);
+    return topology_state(q, lock ? TB_PG_TOPO_LOCK : TB_PG_TOPO_STATUS, id, status, version, err);
 }
 
 /* Builds a document from a row of id, name, status, version, doc, created_at, updated_at. */
-static tb_status doc_json(tb_pg_store_t *q, const PGresult *res, json_t **doc,
-                          tb_store_err_t *err)
+static tb_status doc_json(tb_pg_store_t *q, const PGresult *res, json_t **doc, tb_store_err_t *err)
 {
     const char *id = tb__pg_text(res, 0, 0);
     const char *status = tb__pg_text(res, 0, 2);

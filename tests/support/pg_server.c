@@ -120,8 +120,10 @@ static bool initdb(const tb_test_pg_t *pg, const char *bindir)
     snprintf(exe, sizeof exe, "%s/initdb", bindir);
     snprintf(data, sizeof data, "%s/data", pg->dir);
     snprintf(log, sizeof log, "%s/initdb.log", pg->dir);
-    const char *const argv[] = {exe, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                                "--locale=C", "-N", "--no-instructions", NULL};
+    const char *const argv[] = {exe,     "-D",         data,       "-A",
+                                "trust", "-U",         "postgres", "-E",
+                                "UTF8",  "--locale=C", "-N",       "--no-instructions",
+                                NULL};
     pid_t pid = launch(argv, log, true);
     if (pid < 0)
         return false;
@@ -153,9 +155,22 @@ static bool launch_server(tb_test_pg_t *pg)
     snprintf(port, sizeof port, "%d", pg->port);
     /* Durability is not under test: fsync off keeps start-up and the
      * concurrency tests fast. */
-    const char *const argv[] = {exe, "-D", data, "-p", port, "-k", pg->dir,
-                                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                                "-c", "full_page_writes=off", "-c", "max_connections=40", NULL};
+    const char *const argv[] = {exe,
+                                "-D",
+                                data,
+                                "-p",
+                                port,
+                                "-k",
+                                pg->dir,
+                                "-c",
+                                "listen_addresses=127.0.0.1",
+                                "-c",
+                                "fsync=off",
+                                "-c",
+                                "full_page_writes=off",
+                                "-c",
+                                "max_connections=40",
+                                NULL};
     pg->pid = launch(argv, log, true);
     if (pg->pid < 0) {
         pg->pid = 0;

@@ -15,10 +15,10 @@
 #include <sys/types.h>
 
 typedef struct tb_test_pg {
-    pid_t pid;      /* the postmaster (our child), 0 while stopped */
+    pid_t pid; /* the postmaster (our child), 0 while stopped */
     int port;
-    char dir[256];  /* scratch: data/, the Unix socket and server.log */
-    char url[320];  /* postgres://postgres@127.0.0.1:<port>/topobus?sslmode=disable */
+    char dir[256];   /* scratch: data/, the Unix socket and server.log */
+    char url[320];   /* postgres://postgres@127.0.0.1:<port>/topobus?sslmode=disable */
     char admin[320]; /* the same server's `postgres` database */
 } tb_test_pg_t;
 

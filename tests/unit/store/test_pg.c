@@ -9,6 +9,7 @@
  * a newer binary is refused; JSON comes back byte for byte. The shared
  * conformance suite runs separately (tb_pg_run).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
@@ -84,8 +84,7 @@ static long store_backend_pid(void)
 static bool session_gone(void *ud)
 {
     char sql[160], *n = NULL;
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %ld",
-             *(long *)ud);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %ld", *(long *)ud);
     bool gone = tb_test_pg_exec(&pg, sql, &n) && n && strcmp(n, "0") == 0;
     free(n);
     return gone;
@@ -98,7 +97,7 @@ static bool session_gone(void *ud)
 
 typedef struct claimer {
     char **tids;
-    json_t *claims;         /* mutation id -> claim sequence number (shared, under lock) */
+    json_t *claims; /* mutation id -> claim sequence number (shared, under lock) */
     pthread_mutex_t *lock;
     long *next_seq;
     int applied;
@@ -212,8 +211,8 @@ static void test_pg_claim_skips_locked_topology_without_waiting(void **state)
     const char *values[] = {tid};
     PGresult *res = PQexec(other, "BEGIN");
     PQclear(res);
-    res = PQexecParams(other, "SELECT 1 FROM topologies WHERE id = $1 FOR UPDATE", 1, NULL,
-                       values, NULL, NULL, 0);
+    res = PQexecParams(other, "SELECT 1 FROM topologies WHERE id = $1 FOR UPDATE", 1, NULL, values,
+                       NULL, NULL, 0);
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     PQclear(res);
 
@@ -353,9 +352,8 @@ static void test_pg_newer_schema_refused(void **state)
 {
     (void)state;
     tb_store_close(open_store());
-    assert_true(tb_test_pg_exec(&pg,
-                                "INSERT INTO schema_migrations VALUES (999, '999_future', 0)",
-                                NULL));
+    assert_true(
+        tb_test_pg_exec(&pg, "INSERT INTO schema_migrations VALUES (999, '999_future', 0)", NULL));
     tb_store_t *s = (tb_store_t *)(uintptr_t)1;
     tb_store_err_t err;
     assert_int_equal(tb_store_open(&s, pg.url, NULL, &err), TB_EINVAL);
@@ -363,8 +361,7 @@ static void test_pg_newer_schema_refused(void **state)
     assert_int_equal(err.reason, TB_STORE_R_SCHEMA_TOO_NEW);
     assert_non_null(strstr(err.message, "999"));
     char *tables = NULL;
-    assert_true(tb_test_pg_exec(&pg,
-                                "SELECT count(*) FROM schema_migrations WHERE version < 999",
+    assert_true(tb_test_pg_exec(&pg, "SELECT count(*) FROM schema_migrations WHERE version < 999",
                                 &tables));
     assert_non_null(tables);
     assert_true(atoi(tables) >= 2);
