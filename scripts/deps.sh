@@ -9,8 +9,10 @@ profile=${1:-run}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 run_pkgs=(cmake ninja-build gcc pkg-config libjansson-dev libjwt-dev libssl-dev libnats-dev libsqlite3-dev
-    libwebsockets-dev)
-test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl libcurl4-openssl-dev nats-server sqlite3 chromium iproute2)
+    libpq-dev libwebsockets-dev)
+# postgresql: the PostgreSQL store tests and the fault test start private servers from its binaries.
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl libcurl4-openssl-dev nats-server sqlite3 postgresql
+    chromium iproute2)
 
 case "$profile" in
 run) pkgs=("${run_pkgs[@]}") ;;

@@ -12,10 +12,11 @@
 #include "tb/random.h"
 #include "tb/topic.h"
 
-/* The backends this binary knows, selected by URL prefix. A PostgreSQL entry
- * goes here, and nowhere else, when that backend is built. */
+/* The backends this binary knows, selected by URL prefix ("postgres" also
+ * covers "postgresql://"). */
 static const struct tb_store_ops *const backends[] = {
     &tb__store_sqlite_ops,
+    &tb__store_pg_ops,
 };
 
 #define LEASE_MAX_S (7 * 24 * 3600)
@@ -69,12 +70,8 @@ static const struct tb_store_ops *find_backend(const char *url, tb_store_err_t *
         if (strncmp(url, backends[i]->scheme, n) == 0)
             return backends[i];
     }
-    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
-        tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
-                       "this binary has no PostgreSQL store backend; use sqlite:PATH");
-    else
-        tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
-                       "unknown store URL (expected sqlite:PATH or postgres://...)");
+    tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
+                   "unknown store URL (expected sqlite:PATH or postgres://...)");
     return NULL;
 }
 

@@ -16,7 +16,7 @@
 struct tb_store_ops {
     /* Backend name for logs and tb_store_backend ("sqlite"). */
     const char *name;
-    /* URL prefix selecting the backend ("sqlite:"); also its name without the colon. */
+    /* URL prefix selecting the backend ("sqlite:", "postgres"). */
     const char *scheme;
     /* Opens target (the URL after the scheme), migrates and prepares; *out is the base. */
     tb_status (*open)(tb_store_t **out, const char *target, const tb_store_options_t *opts,
@@ -69,6 +69,7 @@ struct tb_store {
 };
 
 extern const struct tb_store_ops tb__store_sqlite_ops;
+extern const struct tb_store_ops tb__store_pg_ops;
 
 /** Fills err (reason and printf-formatted message) and returns st. err may not be NULL. */
 tb_status tb__store_fail(tb_store_err_t *err, tb_status st, tb_store_reason reason,

@@ -1,7 +1,8 @@
 /*
  * The store (DESIGN "The store"): topologies, their mutation queue, the
  * status machine of CONTRACT §4, optimistic versions and atomic claims.
- * Backend-neutral: tb_store_open picks a backend by URL (`sqlite:PATH`).
+ * Backend-neutral: tb_store_open picks a backend by URL (`sqlite:PATH`,
+ * `postgres://user:pass@host:port/db`); callers never see which.
  *
  * Outputs are jansson values in the exact shapes of CONTRACT §4, so the HTTP
  * layer can send them as they are:
@@ -16,7 +17,19 @@
  *
  * Threads: a tb_store_t may be called from any thread; calls on one store
  * are serialised by its mutex. Open one store per process (or per thread
- * that must not wait for others); several processes may share one file.
+ * that must not wait for others); several processes may share one file or
+ * one PostgreSQL database.
+ *
+ * Unavailable database (PostgreSQL): a call that finds its connection lost,
+ * refused or not answering within the timeouts fails at once with
+ * TB_ECLOSED (reason TB_STORE_R_BACKEND, message "the database is
+ * unavailable (…)"): nothing was done, or, for a write whose connection
+ * dropped after it was sent, its outcome is unknown. The next call
+ * reconnects by itself (after a failed attempt, calls within the next
+ * 500 ms fail at once without trying), so callers answer 503 and retry; no
+ * reopen is needed. No call waits longer than the connect timeout (3 s
+ * unless the URL sets connect_timeout) plus the busy timeout plus 1 s.
+ * SQLite never returns TB_ECLOSED.
  */
 #ifndef TB_STORE_H
 #define TB_STORE_H
@@ -84,7 +97,8 @@ typedef struct tb_store_err {
 
 typedef struct tb_store_options {
     int64_t lease_s;        /* claim lease for tb_store_recover_stale; 0 = 60 s */
-    int busy_timeout_ms;    /* wait for a locked database; 0 = 5000 ms */
+    int busy_timeout_ms;    /* wait for a locked database; 0 = 5000 ms (PostgreSQL: also
+                               the statement timeout) */
 } tb_store_options_t;
 
 /** Stable snake_case code of a reason ("version_conflict", "not_mutable", ...); never NULL. */
@@ -116,11 +130,13 @@ bool tb_mutation_op_valid(const char *op);
 tb_status tb_store_validate_graph(const json_t *nodes, const json_t *links, tb_store_err_t *err);
 
 /**
- * Opens the store named by url (`sqlite:PATH`; PATH is created if missing),
- * runs forward schema migrations and prepares every statement. opts may be
- * NULL for defaults. *out is a new store, or NULL on failure.
- * TB_EINVAL (bad URL or options, unknown scheme, schema newer than this
- * binary: reason TB_STORE_R_SCHEMA_TOO_NEW), TB_ETIMEDOUT, TB_EBACKEND.
+ * Opens the store named by url (`sqlite:PATH`, PATH created if missing; or
+ * `postgres://` / `postgresql://` URL in libpq's URI form, database created
+ * beforehand), runs forward schema migrations and prepares every
+ * statement. opts may be NULL for defaults. *out is a new store, or NULL on
+ * failure. TB_EINVAL (bad URL or options, unknown scheme, schema newer than
+ * this binary: reason TB_STORE_R_SCHEMA_TOO_NEW), TB_ECLOSED (PostgreSQL
+ * server unreachable or refusing the login), TB_ETIMEDOUT, TB_EBACKEND.
  */
 tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_options_t *opts,
                         tb_store_err_t *err);
@@ -128,7 +144,7 @@ tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_option
 /** Closes the store and frees it. Accepts NULL. No call may be running on it. */
 void tb_store_close(tb_store_t *s);
 
-/** The backend's name ("sqlite"). Borrowed, static. */
+/** The backend's name ("sqlite", "postgres"). Borrowed, static. */
 const char *tb_store_backend(const tb_store_t *s);
 
 /**

@@ -3,7 +3,8 @@
  * against TB_STORE_TEST_URL when that is set (e.g. a PostgreSQL URL), else
  * against a fresh SQLite file in a private directory under $TMPDIR. A URL
  * given there should name an empty database: the concurrency and crash
- * tests drain every pending row they can see.
+ * tests drain every pending row they can see, and cleanup leaves no row
+ * pending or applying for the next test on the same database.
  */
 #ifndef TB_TEST_STORE_FIXTURE_H
 #define TB_TEST_STORE_FIXTURE_H
@@ -21,7 +22,11 @@ typedef struct tb_test_store {
 
 /** Makes the scratch directory and URL, opens the store with lease_s (0 = default). */
 void tb_test_store_init(tb_test_store_t *t, long lease_s);
-/** Closes the store and removes the scratch directory and any SQLite files in it. */
+/**
+ * On a shared database (TB_STORE_TEST_URL), first fails every row left
+ * pending or applying; then closes the store and removes the scratch
+ * directory and any SQLite files in it.
+ */
 void tb_test_store_cleanup(tb_test_store_t *t);
 /** Reopens t->store (e.g. in a child after fork()); aborts the test on failure. */
 tb_store_t *tb_test_store_reopen(const tb_test_store_t *t, long lease_s);

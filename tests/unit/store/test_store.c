@@ -99,8 +99,13 @@ static json_t *enqueue(tb_store_t *s, const char *tid, const char *node)
 static void test_store_open_bad_urls_einval(void **state)
 {
     (void)state;
-    static const char *const urls[] = {"", "mysql://x", "sqlite:", "postgres://localhost/x",
-                                       "SQLITE:x.db", "file:x.db"};
+    static const char *const urls[] = {"",
+                                       "mysql://x",
+                                       "sqlite:",
+                                       "postgres:x",
+                                       "postgres://localhost/x?no_such_option=1",
+                                       "SQLITE:x.db",
+                                       "file:x.db"};
     for (size_t i = 0; i < TB_ARRAY_LEN(urls); i++) {
         tb_store_t *s = (tb_store_t *)(uintptr_t)1;
         tb_store_err_t err;

@@ -1,0 +1,663 @@
+/*
+ * The PostgreSQL backend's life cycle and plumbing: parse the URL, connect
+ * with a connect timeout, bound every statement (statement_timeout and
+ * lock_timeout on the server, a deadline on the socket here), run the
+ * embedded migrations under an advisory lock so concurrent openers migrate
+ * once, prepare every statement on each connection, and map libpq's
+ * failures to tb_status in one place (the only place its text is logged).
+ *
+ * Connection loss: a call that finds the connection broken drops it and
+ * fails at once with TB_ECLOSED; the next call reconnects (at most one
+ * attempt per RECONNECT_MS, so an outage never makes every call wait for a
+ * connect timeout) and prepares the statements again. A transaction never
+ * continues on a new connection. One connection per store; store.c's mutex
+ * serialises every call, so nothing here locks.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_pg_int.h"
+#include "tb/alloc.h"
+#include "tb/clock.h"
+#include "tb/log.h"
+
+#define CONNECT_TIMEOUT_S "3" /* libpq's connect_timeout; a URL may set its own */
+#define RECONNECT_MS 500      /* at most one connect attempt per interval */
+#define GRACE_MS 1000         /* past the server's statement timeout, the socket deadline */
+#define TX_ATTEMPTS 3         /* runs of a transaction that meets 40001/40P01 */
+#define URL_MAX_LEN 4096
+#define MIGRATION_LOCK_KEY "7370617" /* pg_advisory_xact_lock key shared by every opener */
+
+static const char *const stmt_sql[TB_PG_COUNT] = {
+    [TB_PG_TOPO_INSERT] = "INSERT INTO topologies (id, name, status, version, doc, created_at, "
+                          "updated_at) VALUES ($1, $2, 'pending', 0, $3, $4, $4) "
+                          "RETURNING id, name, status, version, doc, created_at, updated_at",
+    [TB_PG_TOPO_GET] = "SELECT id, name, status, version, doc, created_at, updated_at "
+                       "FROM topologies WHERE id = $1",
+    [TB_PG_TOPO_LIST] = "SELECT id, name, status, version, updated_at FROM topologies "
+                        "ORDER BY created_at, id",
+    [TB_PG_TOPO_STATUS] = "SELECT status, version FROM topologies WHERE id = $1",
+    /* Writers that read the status or version first lock the row, so the
+     * check and the write see the same state. NO KEY UPDATE does not block
+     * the foreign-key checks of concurrent mutation inserts. */
+    [TB_PG_TOPO_LOCK] = "SELECT status, version FROM topologies WHERE id = $1 "
+                        "FOR NO KEY UPDATE",
+    [TB_PG_TOPO_TRY_LOCK] = "SELECT 1 FROM topologies WHERE id = $1 "
+                            "FOR NO KEY UPDATE SKIP LOCKED",
+    [TB_PG_TOPO_SET_STATUS] = "UPDATE topologies SET status = $2, updated_at = $3 WHERE id = $1",
+    [TB_PG_TOPO_SET_DOC] = "UPDATE topologies SET doc = $2, version = $3, updated_at = $4 "
+                           "WHERE id = $1",
+    [TB_PG_MUT_INSERT] = "INSERT INTO mutations (id, topology_id, op, payload, state, "
+                         "created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5) "
+                         "RETURNING " TB_PG_MUT_COLS,
+    [TB_PG_MUT_LIST] = "SELECT " TB_PG_MUT_COLS " FROM mutations WHERE topology_id = $1 "
+                       "ORDER BY seq",
+    [TB_PG_MUT_LIST_STATE] = "SELECT " TB_PG_MUT_COLS " FROM mutations "
+                             "WHERE topology_id = $1 AND state = $2 ORDER BY seq",
+    [TB_PG_MUT_IN_FLIGHT] = "SELECT " TB_PG_MUT_COLS " FROM mutations WHERE topology_id = $1 "
+                            "AND state IN ('pending', 'applying') ORDER BY seq",
+    [TB_PG_MUT_FIND_LOCK] = "SELECT topology_id, state FROM mutations WHERE id = $1 FOR UPDATE",
+    /* Runs after TB_PG_TOPO_TRY_LOCK in the same transaction (see
+     * tb__pg_mutation_claim): its snapshot is taken once the topology is
+     * ours, so it sees every earlier claim of that topology committed. */
+    [TB_PG_MUT_CLAIM] = "UPDATE mutations SET state = 'applying', claimed_at = $2, "
+                        "updated_at = $2 WHERE state = 'pending' AND seq = "
+                        "(SELECT seq FROM mutations WHERE topology_id = $1 AND state = 'pending' "
+                        "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND NOT EXISTS (SELECT 1 "
+                        "FROM mutations WHERE topology_id = $1 AND state = 'applying') "
+                        "RETURNING " TB_PG_MUT_COLS,
+    [TB_PG_MUT_SET_APPLIED] = "UPDATE mutations SET state = 'applied', error = NULL, "
+                              "claimed_at = NULL, updated_at = $2 "
+                              "WHERE id = $1 AND state = 'applying' RETURNING " TB_PG_MUT_COLS,
+    [TB_PG_MUT_SET_FAILED] = "UPDATE mutations SET state = 'failed', error = $2, "
+                             "claimed_at = NULL, updated_at = $3 "
+                             "WHERE id = $1 AND state = 'applying' RETURNING " TB_PG_MUT_COLS,
+    [TB_PG_PENDING_TOPOLOGIES] = "SELECT topology_id FROM mutations WHERE state = 'pending' "
+                                 "GROUP BY topology_id ORDER BY MIN(seq)",
+    [TB_PG_RECOVER_FAIL] = "UPDATE mutations SET state = 'failed', error = 'interrupted', "
+                           "attempts = attempts + 1, claimed_at = NULL, updated_at = $1 "
+                           "WHERE state = 'applying' AND claimed_at < $2 AND attempts >= 1",
+    [TB_PG_RECOVER_REQUEUE] = "UPDATE mutations SET state = 'pending', "
+                              "attempts = attempts + 1, claimed_at = NULL, updated_at = $1 "
+                              "WHERE state = 'applying' AND claimed_at < $2 AND attempts = 0",
+};
+
+static void stmt_name(tb_pg_stmt idx, char name[8])
+{
+    snprintf(name, 8, "tb%d", (int)idx);
+}
+
+tb_pg_int_t tb__pg_int(int64_t v)
+{
+    tb_pg_int_t out;
+    snprintf(out.s, sizeof out.s, "%lld", (long long)v);
+    return out;
+}
+
+/* The first line of a libpq message, without "ERROR:  "/"FATAL:  ". */
+static void first_line(const char *msg, char *buf, size_t cap)
+{
+    if (!msg || !*msg)
+        msg = "no message";
+    const char *colon = strstr(msg, ":  ");
+    if (colon && colon - msg < 10)
+        msg = colon + 3;
+    size_t n = strcspn(msg, "\n");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, msg, n);
+    buf[n] = '\0';
+}
+
+static tb_status unavailable(tb_store_err_t *err, const char *why)
+{
+    return tb__store_fail(err, TB_ECLOSED, TB_STORE_R_BACKEND,
+                          "the database is unavailable (%s); retry shortly", why);
+}
+
+/* Forgets a connection that can no longer be trusted; the next call
+ * reconnects. The outage is logged once, when it starts. */
+static void drop(tb_pg_store_t *q, const char *why)
+{
+    PQfinish(q->conn);
+    q->conn = NULL;
+    if (q->down_since_ms == 0) {
+        q->down_since_ms = tb_clock_mono_ms();
+        q->failed_connects = 0;
+        tb_log(TB_LOG_WARN, "store", "database connection lost where=%s why=\"%s\"", q->where, why);
+    }
+}
+
+/* The connection failed under a call: drop it and report the outage. */
+static tb_status lost(tb_pg_store_t *q, const char *what, tb_store_err_t *err)
+{
+    char line[160];
+    first_line(q->conn ? PQerrorMessage(q->conn) : NULL, line, sizeof line);
+    tb_log(TB_LOG_DEBUG, "store", "connection failed op=%s msg=\"%s\" where=%s", what, line,
+           q->where);
+    drop(q, line);
+    return unavailable(err, line);
+}
+
+static bool is_connection_state(const char *state)
+{
+    return strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+           strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+}
+
+static bool is_retryable_state(const char *state)
+{
+    return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0;
+}
+
+/* Maps a failed result at the boundary and logs the native text once. */
+static tb_status map_error(tb_pg_store_t *q, const PGresult *res, const char *what,
+                           tb_store_err_t *err)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    snprintf(q->sqlstate, sizeof q->sqlstate, "%s", state ? state : "");
+    char line[160];
+    first_line(PQresultErrorMessage(res), line, sizeof line);
+    if (PQstatus(q->conn) == CONNECTION_BAD || !state || is_connection_state(state)) {
+        tb_log(TB_LOG_DEBUG, "store", "connection failed op=%s sqlstate=%s msg=\"%s\" where=%s",
+               what, q->sqlstate, line, q->where);
+        drop(q, line);
+        return unavailable(err, line);
+    }
+    if (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0) {
+        tb_log(TB_LOG_WARN, "store", "statement timed out op=%s sqlstate=%s where=%s", what, state,
+               q->where);
+        return tb__store_fail(err, TB_ETIMEDOUT, TB_STORE_R_BUSY,
+                              "the database did not finish within the %d ms timeout",
+                              q->timeout_ms);
+    }
+    if (is_retryable_state(state)) {
+        tb_log(TB_LOG_DEBUG, "store", "transaction aborted op=%s sqlstate=%s where=%s", what, state,
+               q->where);
+        return tb__store_fail(err, TB_ETIMEDOUT, TB_STORE_R_BUSY,
+                              "the database kept aborting the transaction (%s)", state);
+    }
+    tb_log(TB_LOG_ERR, "store", "postgres error op=%s sqlstate=%s msg=\"%s\" where=%s", what, state,
+           line, q->where);
+    return tb__store_fail(err, TB_EBACKEND, TB_STORE_R_BACKEND,
+                          "database error during %s: SQLSTATE %s", what, state);
+}
+
+/* Waits until the socket is readable (or writable, if write), or the
+ * deadline passes: 1 ready, 0 deadline, -1 error. */
+static int wait_socket(PGconn *c, bool write, int64_t deadline)
+{
+    int fd = PQsocket(c);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        int64_t left = deadline - tb_clock_mono_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = (short)(POLLIN | (write ? POLLOUT : 0))};
+        int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static tb_status deadline_passed(tb_pg_store_t *q, const char *what, tb_store_err_t *err)
+{
+    char why[96];
+    snprintf(why, sizeof why, "no answer within %d ms", q->timeout_ms + GRACE_MS);
+    tb_log(TB_LOG_DEBUG, "store", "deadline passed op=%s where=%s", what, q->where);
+    drop(q, why);
+    return unavailable(err, why);
+}
+
+/* After a PQsend*: sends what is buffered, then collects every result of
+ * the command, all before one deadline. The connection is non-blocking, so
+ * a server that stops answering costs at most the deadline. *res (may be
+ * NULL) gets the result on success. */
+static tb_status await(tb_pg_store_t *q, const char *what, PGresult **res, tb_store_err_t *err)
+{
+    PGconn *c = q->conn;
+    int64_t deadline = tb_clock_mono_ms() + q->timeout_ms + GRACE_MS;
+    int f;
+    while ((f = PQflush(c)) == 1) {
+        int w = wait_socket(c, true, deadline);
+        if (w == 0)
+            return deadline_passed(q, what, err);
+        if (w < 0 || !PQconsumeInput(c))
+            return lost(q, what, err);
+    }
+    if (f < 0)
+        return lost(q, what, err);
+    PGresult *keep = NULL;
+    for (;;) {
+        while (PQisBusy(c)) {
+            int w = wait_socket(c, false, deadline);
+            if (w <= 0 || !PQconsumeInput(c)) {
+                PQclear(keep);
+                return w == 0 ? deadline_passed(q, what, err) : lost(q, what, err);
+            }
+        }
+        PGresult *r = PQgetResult(c);
+        if (!r)
+            break;
+        /* Keep the first failure, else the last result. */
+        bool keep_failed = keep && PQresultStatus(keep) == PGRES_FATAL_ERROR;
+        if (keep_failed) {
+            PQclear(r);
+        } else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    if (!keep)
+        return lost(q, what, err);
+    ExecStatusType es = PQresultStatus(keep);
+    if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
+        if (res)
+            *res = keep;
+        else
+            PQclear(keep);
+        return TB_OK;
+    }
+    tb_status st = map_error(q, keep, what, err);
+    PQclear(keep);
+    return st;
+}
+
+/* Runs sql (no parameters: one or more statements; else one statement with
+ * n bound text parameters) on the current connection. */
+static tb_status exec_sql(tb_pg_store_t *q, const char *sql, int n, const char *const *values,
+                          PGresult **res, const char *what, tb_store_err_t *err)
+{
+    int sent = n == 0 ? PQsendQuery(q->conn, sql)
+                      : PQsendQueryParams(q->conn, sql, n, NULL, values, NULL, NULL, 0);
+    if (!sent)
+        return lost(q, what, err);
+    return await(q, what, res, err);
+}
+
+/* Session settings of a new connection: the timeouts, bound as
+ * parameters of set_config like every value. */
+static tb_status set_timeouts(tb_pg_store_t *q, tb_store_err_t *err)
+{
+    tb_pg_int_t ms = tb__pg_int(q->timeout_ms);
+    const char *values[] = {ms.s};
+    return exec_sql(q,
+                    "SELECT set_config('statement_timeout', $1, false), "
+                    "set_config('lock_timeout', $1, false)",
+                    1, values, NULL, "set timeouts", err);
+}
+
+/* Prepares every statement on the current connection (again after a reconnect). */
+static tb_status prepare_all(tb_pg_store_t *q, tb_store_err_t *err)
+{
+    tb_status st = TB_OK;
+    for (int i = 0; !st && i < TB_PG_COUNT; i++) {
+        char name[8];
+        stmt_name((tb_pg_stmt)i, name);
+        if (!PQsendPrepare(q->conn, name, stmt_sql[i], 0, NULL))
+            st = lost(q, "prepare", err);
+        else
+            st = await(q, "prepare", NULL, err);
+    }
+    return st;
+}
+
+/* Server notices ("relation already exists, skipping") go to the debug log
+ * instead of libpq's default, stderr. */
+static void on_notice(void *arg, const char *message)
+{
+    const tb_pg_store_t *q = arg;
+    char line[160];
+    first_line(message, line, sizeof line);
+    tb_log(TB_LOG_DEBUG, "store", "postgres notice msg=\"%s\" where=%s", line, q->where);
+}
+
+static tb_status connect_now(tb_pg_store_t *q, bool prepare, tb_store_err_t *err)
+{
+    /* Keywords before dbname are defaults the URL may override; those after
+     * it always apply. */
+    static const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+                                       "client_encoding", NULL};
+    const char *const values[] = {CONNECT_TIMEOUT_S, "topobus", q->url, "UTF8", NULL};
+    q->conn = PQconnectdbParams(keys, values, 1);
+    /* NULL only when libpq is out of memory, which is fatal here as in tb_xmalloc. */
+    TB_ASSERT(q->conn);
+    if (PQstatus(q->conn) != CONNECTION_OK) {
+        char line[160];
+        first_line(PQerrorMessage(q->conn), line, sizeof line);
+        PQfinish(q->conn);
+        q->conn = NULL;
+        tb_log(TB_LOG_DEBUG, "store", "connect failed msg=\"%s\" where=%s", line, q->where);
+        return unavailable(err, line);
+    }
+    PQsetNoticeProcessor(q->conn, on_notice, q);
+    if (PQsetnonblocking(q->conn, 1) != 0)
+        return lost(q, "set non-blocking", err);
+    tb_status st = set_timeouts(q, err);
+    if (!st && prepare)
+        st = prepare_all(q, err);
+    if (st && q->conn) {
+        PQfinish(q->conn);
+        q->conn = NULL;
+    }
+    return st;
+}
+
+/* Makes sure there is a connection. After a failed attempt the next waits
+ * RECONNECT_MS; calls in between fail at once. Never inside a transaction:
+ * one whose connection was lost is over, and its remaining statements must
+ * not run elsewhere. */
+static tb_status ensure_connected(tb_pg_store_t *q, bool in_tx, tb_store_err_t *err)
+{
+    if (q->conn)
+        return TB_OK;
+    if (in_tx)
+        return unavailable(err, "the connection was lost during the transaction");
+    int64_t now = tb_clock_mono_ms();
+    if (now < q->retry_at_ms)
+        return unavailable(err, "reconnecting");
+    tb_status st = connect_now(q, true, err);
+    if (st) {
+        q->retry_at_ms = tb_clock_mono_ms() + RECONNECT_MS;
+        q->failed_connects++;
+        return st;
+    }
+    q->retry_at_ms = 0;
+    tb_log(TB_LOG_NOTICE, "store",
+           "database connection re-established after %lld ms failed_attempts=%d where=%s",
+           (long long)(tb_clock_mono_ms() - q->down_since_ms), q->failed_connects, q->where);
+    q->down_since_ms = 0;
+    return TB_OK;
+}
+
+static tb_status run_prepared(tb_pg_store_t *q, bool in_tx, tb_pg_stmt idx, int n,
+                              const char *const *values, PGresult **res, const char *what,
+                              tb_store_err_t *err)
+{
+    q->sqlstate[0] = '\0';
+    tb_status st = ensure_connected(q, in_tx, err);
+    if (st)
+        return st;
+    char name[8];
+    stmt_name(idx, name);
+    if (!PQsendQueryPrepared(q->conn, name, n, values, NULL, NULL, 0))
+        return lost(q, what, err);
+    return await(q, what, res, err);
+}
+
+/* True while the connection has a transaction open (or aborted). */
+static bool tx_open(const tb_pg_store_t *q)
+{
+    return q->conn && PQtransactionStatus(q->conn) != PQTRANS_IDLE;
+}
+
+tb_status tb__pg_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
+                       PGresult **res, const char *what, tb_store_err_t *err)
+{
+    *res = NULL;
+    return run_prepared(q, q->in_tx, idx, n, values, res, what, err);
+}
+
+tb_status tb__pg_command(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
+                         const char *what, tb_store_err_t *err)
+{
+    return run_prepared(q, q->in_tx, idx, n, values, NULL, what, err);
+}
+
+static void rollback_quietly(tb_pg_store_t *q)
+{
+    if (!tx_open(q))
+        return;
+    tb_store_err_t scratch;
+    exec_sql(q, "ROLLBACK", 0, NULL, NULL, "rollback", &scratch);
+}
+
+tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *ctx, json_t **out,
+                    tb_store_err_t *err)
+{
+    for (int attempt = 1;; attempt++) {
+        json_decref(*out);
+        *out = NULL;
+        q->sqlstate[0] = '\0';
+        tb_status st = ensure_connected(q, false, err);
+        if (!st)
+            st = exec_sql(q, begin, 0, NULL, NULL, "begin", err);
+        if (!st) {
+            q->in_tx = true;
+            st = fn(q, ctx, out, err);
+            q->in_tx = false;
+        }
+        if (!st && !q->conn)
+            st = unavailable(err, "the connection was lost during the transaction");
+        if (!st)
+            st = exec_sql(q, "COMMIT", 0, NULL, NULL, "commit", err);
+        if (!st)
+            return TB_OK;
+        rollback_quietly(q);
+        json_decref(*out);
+        *out = NULL;
+        if (attempt >= TX_ATTEMPTS || !is_retryable_state(q->sqlstate))
+            return st;
+        memset(err, 0, sizeof *err);
+    }
+}
+
+tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id, tb_store_err_t *err)
+{
+    tb_log(TB_LOG_ERR, "store", "undecodable row what=%s id=%s where=%s", what, id ? id : "?",
+           q->where);
+    return tb__store_fail(err, TB_EBACKEND, TB_STORE_R_BACKEND, "a stored %s cannot be decoded",
+                          what);
+}
+
+int64_t tb__pg_int64(const PGresult *res, int r, int i)
+{
+    if (PQgetisnull(res, r, i))
+        return 0;
+    return strtoll(PQgetvalue(res, r, i), NULL, 10);
+}
+
+const char *tb__pg_text(const PGresult *res, int r, int i)
+{
+    return PQgetisnull(res, r, i) ? NULL : PQgetvalue(res, r, i);
+}
+
+tb_status tb__pg_row_json(tb_pg_store_t *q, const PGresult *res, int r, json_t **row,
+                          tb_store_err_t *err)
+{
+    *row = NULL;
+    const char *id = tb__pg_text(res, r, 0);
+    const char *payload_text = tb__pg_text(res, r, 3);
+    json_t *payload = payload_text ? json_loads(payload_text, 0, NULL) : NULL;
+    if (!id || !json_is_object(payload)) {
+        json_decref(payload);
+        return tb__pg_corrupt(q, "mutation", id, err);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "topology_id", json_string(tb__pg_text(res, r, 1)));
+    json_object_set_new(o, "op", json_string(tb__pg_text(res, r, 2)));
+    json_object_set_new(o, "payload", payload);
+    json_object_set_new(o, "state", json_string(tb__pg_text(res, r, 4)));
+    const char *error = tb__pg_text(res, r, 5);
+    json_object_set_new(o, "error", error ? json_string(error) : json_null());
+    json_object_set_new(o, "attempts", json_integer(tb__pg_int64(res, r, 6)));
+    json_object_set_new(o, "created_at", tb__store_time_json(tb__pg_int64(res, r, 7)));
+    json_object_set_new(o, "updated_at", tb__store_time_json(tb__pg_int64(res, r, 8)));
+    *row = o;
+    return TB_OK;
+}
+
+tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr, tb_store_err_t *err)
+{
+    int n = PQntuples(res);
+    for (int r = 0; r < n; r++) {
+        json_t *row = NULL;
+        tb_status st = tb__pg_row_json(q, res, r, &row, err);
+        if (st)
+            return st;
+        json_array_append_new(arr, row);
+    }
+    return TB_OK;
+}
+
+/* NNN of an embedded "NNN_name.sql" (the build checks the names). */
+static int migration_version(const tb_embedded_file_t *m)
+{
+    return (m->name[0] - '0') * 100 + (m->name[1] - '0') * 10 + (m->name[2] - '0');
+}
+
+static tb_status apply_migration(tb_pg_store_t *q, const tb_embedded_file_t *m, tb_store_err_t *err)
+{
+    tb_status st = exec_sql(q, (const char *)m->data, 0, NULL, NULL, m->name, err);
+    if (st)
+        return st;
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)strlen(m->name) - 4, m->name);
+    tb_pg_int_t version = tb__pg_int(migration_version(m));
+    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
+    const char *values[] = {version.s, name, now.s};
+    st = exec_sql(q,
+                  "INSERT INTO schema_migrations (version, name, applied_at) "
+                  "VALUES ($1, $2, $3)",
+                  3, values, NULL, "record migration", err);
+    if (!st)
+        tb_log(TB_LOG_NOTICE, "store", "applied schema migration name=%s where=%s", name, q->where);
+    return st;
+}
+
+/* Brings the schema up to the newest embedded migration, or refuses a
+ * database written by a newer binary. DDL is transactional in PostgreSQL;
+ * the advisory lock makes concurrent openers of a fresh database queue, so
+ * it is migrated exactly once. */
+static tb_status migrate(tb_pg_store_t *q, tb_store_err_t *err)
+{
+    TB_ASSERT(tb__store_schema_pg_count > 0);
+    const int latest = migration_version(&tb__store_schema_pg[tb__store_schema_pg_count - 1]);
+    tb_status st = exec_sql(q, "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ")", 0,
+                            NULL, NULL, "begin migration", err);
+    if (!st)
+        st = exec_sql(q,
+                      "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY "
+                      "KEY, name text NOT NULL, applied_at bigint NOT NULL)",
+                      0, NULL, NULL, "create schema_migrations", err);
+    PGresult *res = NULL;
+    long long current = 0;
+    if (!st)
+        st = exec_sql(q, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", 0, NULL, &res,
+                      "read schema version", err);
+    if (!st) {
+        current = tb__pg_int64(res, 0, 0);
+        PQclear(res);
+    }
+    if (!st && current > latest) {
+        tb_log(TB_LOG_ERR, "store", "schema too new version=%lld known=%d where=%s", current,
+               latest, q->where);
+        st = tb__store_fail(err, TB_EINVAL, TB_STORE_R_SCHEMA_TOO_NEW,
+                            "the database schema is version %lld, newer than the %d this binary "
+                            "knows; run a newer topobus",
+                            current, latest);
+    }
+    for (size_t i = 0; !st && i < tb__store_schema_pg_count; i++) {
+        if (migration_version(&tb__store_schema_pg[i]) > current)
+            st = apply_migration(q, &tb__store_schema_pg[i], err);
+    }
+    if (st) {
+        rollback_quietly(q);
+        return st;
+    }
+    return exec_sql(q, "COMMIT", 0, NULL, NULL, "commit migration", err);
+}
+
+/* "host:port/db" for log lines; the password never appears. */
+static tb_status describe(tb_pg_store_t *q, tb_store_err_t *err)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(q->url, &msg);
+    if (!opts) {
+        char line[160];
+        first_line(msg, line, sizeof line);
+        PQfreemem(msg);
+        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID, "bad PostgreSQL URL: %s", line);
+    }
+    const char *host = "", *port = "", *db = "";
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            db = o->val;
+    }
+    size_t cap = strlen(host) + strlen(port) + strlen(db) + 8;
+    q->where = tb_xmalloc(cap);
+    snprintf(q->where, cap, "%s:%s/%s", *host ? host : "localhost", *port ? port : "5432", db);
+    PQconninfoFree(opts);
+    return TB_OK;
+}
+
+static void pg_close(tb_store_t *s)
+{
+    tb_pg_store_t *q = tb__pg_from(s);
+    PQfinish(q->conn);
+    free(q->url);
+    free(q->where);
+    free(q);
+}
+
+/* target is the URL after "postgres": "://…" or "ql://…". */
+static tb_status pg_open(tb_store_t **out, const char *target, const tb_store_options_t *o,
+                         tb_store_err_t *err)
+{
+    *out = NULL;
+    if (strncmp(target, "://", 3) != 0 && strncmp(target, "ql://", 5) != 0)
+        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
+                              "a PostgreSQL URL is postgres://user:pass@host:port/db");
+    if (strlen(target) > URL_MAX_LEN)
+        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID, "the store URL is too long");
+    tb_pg_store_t *q = tb_xcalloc(1, sizeof *q);
+    size_t cap = strlen(target) + sizeof "postgres";
+    q->url = tb_xmalloc(cap);
+    snprintf(q->url, cap, "postgres%s", target);
+    q->timeout_ms = o->busy_timeout_ms;
+    tb_status st = describe(q, err);
+    if (!st)
+        st = connect_now(q, false, err);
+    if (!st)
+        st = migrate(q, err);
+    if (!st)
+        st = prepare_all(q, err);
+    if (st) {
+        pg_close(&q->base);
+        return st;
+    }
+    *out = &q->base;
+    return TB_OK;
+}
+
+const struct tb_store_ops tb__store_pg_ops = {
+    .name = "postgres",
+    .scheme = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .topology_create = tb__pg_topology_create,
+    .topology_get = tb__pg_topology_get,
+    .topology_list = tb__pg_topology_list,
+    .topology_transition = tb__pg_topology_transition,
+    .mutation_enqueue = tb__pg_mutation_enqueue,
+    .mutation_list = tb__pg_mutation_list,
+    .snapshot = tb__pg_snapshot,
+    .topologies_with_pending = tb__pg_topologies_with_pending,
+    .mutation_claim = tb__pg_mutation_claim,
+    .mutation_mark_applied = tb__pg_mutation_mark_applied,
+    .mutation_mark_failed = tb__pg_mutation_mark_failed,
+    .recover_stale = tb__pg_recover_stale,
+};

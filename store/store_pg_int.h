@@ -1,0 +1,160 @@
+/*
+ * Inside the PostgreSQL backend: its struct (base first), the statements
+ * prepared on every connection, the embedded migrations, and the helpers the
+ * backend's files share (connection upkeep, bounded execution, error
+ * mapping, transactions with retry, row decoding). One connection per store;
+ * store.c's mutex serialises its use, so nothing here locks.
+ */
+#ifndef TB_STORE_PG_INT_H
+#define TB_STORE_PG_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+#include "store_int.h"
+#include "tb/embed.h"
+
+/** The forward migrations store/schema_pg/NNN_name.sql, sorted by NNN (embedded at build time). */
+extern const tb_embedded_file_t tb__store_schema_pg[];
+extern const size_t tb__store_schema_pg_count;
+
+/** Every statement the backend runs after open; the SQL is in store_pg.c. */
+typedef enum tb_pg_stmt {
+    TB_PG_TOPO_INSERT,
+    TB_PG_TOPO_GET,
+    TB_PG_TOPO_LIST,
+    TB_PG_TOPO_STATUS,
+    TB_PG_TOPO_LOCK,
+    TB_PG_TOPO_TRY_LOCK,
+    TB_PG_TOPO_SET_STATUS,
+    TB_PG_TOPO_SET_DOC,
+    TB_PG_MUT_INSERT,
+    TB_PG_MUT_LIST,
+    TB_PG_MUT_LIST_STATE,
+    TB_PG_MUT_IN_FLIGHT,
+    TB_PG_MUT_FIND_LOCK,
+    TB_PG_MUT_CLAIM,
+    TB_PG_MUT_SET_APPLIED,
+    TB_PG_MUT_SET_FAILED,
+    TB_PG_PENDING_TOPOLOGIES,
+    TB_PG_RECOVER_FAIL,
+    TB_PG_RECOVER_REQUEUE,
+    TB_PG_COUNT,
+} tb_pg_stmt;
+
+typedef struct tb_pg_store {
+    struct tb_store base;  /* first: store.c sees only this */
+    PGconn *conn;          /* NULL while the database is unreachable */
+    char *url;             /* the full URL (may hold a password: never logged) */
+    char *where;           /* host:port/db for log lines, without credentials */
+    int timeout_ms;        /* statement and lock timeout; calls end by timeout_ms + grace */
+    int64_t retry_at_ms;   /* monotonic: no connect attempt before this (after a failed one) */
+    int64_t down_since_ms; /* monotonic time the connection was lost, 0 while up */
+    int failed_connects;   /* connect attempts since down_since_ms */
+    bool in_tx;            /* inside tb__pg_tx: statements must not reconnect */
+    char sqlstate[6];      /* of the last failed statement; "" if none */
+} tb_pg_store_t;
+
+static inline tb_pg_store_t *tb__pg_from(tb_store_t *s)
+{
+    return tb_container_of(s, tb_pg_store_t, base);
+}
+
+/** Buffer for an int64 in decimal, as bound to a text parameter. */
+typedef struct tb_pg_int {
+    char s[24];
+} tb_pg_int_t;
+
+/** v as decimal text for a parameter. */
+tb_pg_int_t tb__pg_int(int64_t v);
+
+/**
+ * Runs prepared statement idx with n text parameters (bound, never spliced)
+ * on the connection, reconnecting first if it is down (at most once per
+ * TB_PG_RECONNECT_MS). Every wait is bounded. *res is the result on TB_OK
+ * (PQclear it). Failures are mapped and logged: TB_ECLOSED (no connection:
+ * lost, refused or not answering; see store.h), TB_ETIMEDOUT (statement or
+ * lock timeout), TB_EBACKEND.
+ */
+tb_status tb__pg_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
+                       PGresult **res, const char *what, tb_store_err_t *err);
+
+/** As tb__pg_query for a statement that returns no rows the caller needs. */
+tb_status tb__pg_command(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
+                         const char *what, tb_store_err_t *err);
+
+/**
+ * A transaction body: runs statements through tb__pg_query and leaves its
+ * result in *out (new) and ctx. It may run more than once (see tb__pg_tx).
+ */
+typedef tb_status (*tb_pg_tx_fn)(tb_pg_store_t *q, void *ctx, json_t **out, tb_store_err_t *err);
+
+/**
+ * Runs fn inside `begin` … COMMIT. On a serialization failure or deadlock
+ * (SQLSTATE 40001, 40P01) the transaction is rolled back and run again, a
+ * bounded number of times; *out is released before every attempt and after
+ * a failure, so on error it is NULL.
+ */
+tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *ctx, json_t **out,
+                    tb_store_err_t *err);
+
+#define TB_PG_BEGIN "BEGIN"
+#define TB_PG_BEGIN_SNAPSHOT "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+/** Logs a row the backend cannot decode and returns TB_EBACKEND. */
+tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id, tb_store_err_t *err);
+
+/** Column i of row r as int64 (0 if NULL or malformed). */
+int64_t tb__pg_int64(const PGresult *res, int r, int i);
+/** Column i of row r as a string, NULL if SQL NULL. Borrowed from res. */
+const char *tb__pg_text(const PGresult *res, int r, int i);
+
+/** Column list every mutation-row query selects, in tb__pg_row_json's order. */
+#define TB_PG_MUT_COLS                                                                             \
+    "id, topology_id, op, payload, state, error, attempts, created_at, updated_at"
+
+/** Decodes row r of res (TB_PG_MUT_COLS) into a new mutation row. */
+tb_status tb__pg_row_json(tb_pg_store_t *q, const PGresult *res, int r, json_t **row,
+                          tb_store_err_t *err);
+
+/** Appends every row of res (TB_PG_MUT_COLS), decoded, to arr. */
+tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr, tb_store_err_t *err);
+
+/* The slots of tb__store_pg_ops implemented in store_pg_ops.c. */
+tb_status tb__pg_topology_create(tb_store_t *s, const char *id, const char *name,
+                                 const char *graph_text, json_t **doc, tb_store_err_t *err);
+tb_status tb__pg_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err);
+tb_status tb__pg_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err);
+tb_status tb__pg_topology_transition(tb_store_t *s, const char *id,
+                                     tb_topology_status expected_from, tb_topology_status to,
+                                     tb_topology_status *previous, tb_store_err_t *err);
+tb_status tb__pg_mutation_enqueue(tb_store_t *s, const char *id, const char *topology_id,
+                                  const char *op, const char *payload_text,
+                                  int64_t expected_version, json_t **row, tb_store_err_t *err);
+tb_status tb__pg_mutation_list(tb_store_t *s, const char *topology_id, int state, json_t **rows,
+                               tb_store_err_t *err);
+tb_status tb__pg_snapshot(tb_store_t *s, const char *topology_id, json_t **snap,
+                          tb_store_err_t *err);
+tb_status tb__pg_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err);
+tb_status tb__pg_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
+                                tb_store_err_t *err);
+tb_status tb__pg_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+                                       const char *graph_text, int64_t new_version, json_t **row,
+                                       tb_store_err_t *err);
+tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
+                                      json_t **row, tb_store_err_t *err);
+tb_status tb__pg_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
+                               int *failed, tb_store_err_t *err);
+
+/**
+ * Reads the status and version of topology id inside the caller's
+ * transaction, locking the row (FOR NO KEY UPDATE) if lock is set.
+ * TB_ENOTFOUND if absent.
+ */
+tb_status tb__pg_topology_read_state(tb_pg_store_t *q, bool lock, const char *id,
+                                     tb_topology_status *status, int64_t *version,
+                                     tb_store_err_t *err);
+
+#endif

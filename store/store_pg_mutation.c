@@ -1,0 +1,318 @@
+/*
+ * PostgreSQL backend: the mutation queue, at READ COMMITTED. Enqueue locks
+ * its topology row first, so one topology's rows get their seq in commit
+ * order and the version check cannot race a mark-applied. Reads that must
+ * agree (list, snapshot) share one REPEATABLE READ READ ONLY transaction.
+ *
+ * The claim takes the topology row with FOR NO KEY UPDATE SKIP LOCKED, then
+ * the oldest pending row with FOR UPDATE SKIP LOCKED: a claimer never waits
+ * for another, and two claimers never get the same row. It must be two
+ * statements: the second takes its snapshot after the topology is ours, so
+ * it sees an earlier claimer's row as applying and claims nothing (one
+ * statement would use a snapshot from before the lock and could skip past a
+ * row just claimed, breaking the per-topology order).
+ *
+ * Lock order: mutation row, then topology row (mark applied). Claims never
+ * wait; enqueue and transitions hold only the topology row; a deadlock
+ * between recoveries is retried by tb__pg_tx.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_pg_int.h"
+#include "tb/topic.h"
+
+/* Runs a statement that returns one mutation row into *row; none is
+ * TB_ENOTFOUND with message `none`. */
+static tb_status row_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
+                           const char *what, const char *none, json_t **row, tb_store_err_t *err)
+{
+    PGresult *res = NULL;
+    tb_status st = tb__pg_query(q, idx, n, values, &res, what, err);
+    if (st)
+        return st;
+    if (PQntuples(res) == 0)
+        st = tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND, "%s", none);
+    else
+        st = tb__pg_row_json(q, res, 0, row, err);
+    PQclear(res);
+    return st;
+}
+
+typedef struct enqueue_ctx {
+    const char *id, *topology_id, *op, *payload_text;
+    int64_t expected_version;
+} enqueue_ctx_t;
+
+static tb_status enqueue_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_err_t *err)
+{
+    enqueue_ctx_t *c = ctx;
+    tb_topology_status status;
+    int64_t version;
+    tb_status st = tb__pg_topology_read_state(q, true, c->topology_id, &status, &version, err);
+    if (st)
+        return st;
+    if (!tb_topology_status_mutable(status))
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_NOT_MUTABLE,
+                              "a %s topology accepts no mutations",
+                              tb_topology_status_name(status));
+    if (c->expected_version != TB_STORE_NO_VERSION && c->expected_version != version) {
+        err->current = version;
+        err->expected = c->expected_version;
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
+                              "the topology is at version %lld, not %lld", (long long)version,
+                              (long long)c->expected_version);
+    }
+    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
+    const char *values[] = {c->id, c->topology_id, c->op, c->payload_text, now.s};
+    return row_query(q, TB_PG_MUT_INSERT, 5, values, "insert mutation", "no row inserted", row,
+                     err);
+}
+
+tb_status tb__pg_mutation_enqueue(tb_store_t *s, const char *id, const char *topology_id,
+                                  const char *op, const char *payload_text,
+                                  int64_t expected_version, json_t **row, tb_store_err_t *err)
+{
+    enqueue_ctx_t c = {id, topology_id, op, payload_text, expected_version};
+    return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN, enqueue_tx, &c, row, err);
+}
+
+typedef struct read_ctx {
+    const char *topology_id;
+    int state; /* mutation_list: < 0 for every state */
+} read_ctx_t;
+
+static tb_status list_tx(tb_pg_store_t *q, void *ctx, json_t **rows, tb_store_err_t *err)
+{
+    read_ctx_t *c = ctx;
+    tb_topology_status status;
+    int64_t version;
+    tb_status st = tb__pg_topology_read_state(q, false, c->topology_id, &status, &version, err);
+    if (st)
+        return st;
+    const char *values[] = {
+        c->topology_id, c->state < 0 ? NULL : tb_mutation_state_name((tb_mutation_state)c->state)};
+    PGresult *res = NULL;
+    st = tb__pg_query(q, c->state < 0 ? TB_PG_MUT_LIST : TB_PG_MUT_LIST_STATE, c->state < 0 ? 1 : 2,
+                      values, &res, "list mutations", err);
+    if (st)
+        return st;
+    *rows = json_array();
+    st = tb__pg_rows_json(q, res, *rows, err);
+    PQclear(res);
+    return st;
+}
+
+tb_status tb__pg_mutation_list(tb_store_t *s, const char *topology_id, int state, json_t **rows,
+                               tb_store_err_t *err)
+{
+    read_ctx_t c = {topology_id, state};
+    return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN_SNAPSHOT, list_tx, &c, rows, err);
+}
+
+static tb_status snapshot_tx(tb_pg_store_t *q, void *ctx, json_t **snap, tb_store_err_t *err)
+{
+    read_ctx_t *c = ctx;
+    tb_topology_status status;
+    int64_t version;
+    tb_status st = tb__pg_topology_read_state(q, false, c->topology_id, &status, &version, err);
+    if (st)
+        return st;
+    const char *values[] = {c->topology_id};
+    PGresult *res = NULL;
+    st = tb__pg_query(q, TB_PG_MUT_IN_FLIGHT, 1, values, &res, "read in-flight mutations", err);
+    if (st)
+        return st;
+    json_t *in_flight = json_array();
+    *snap = json_object();
+    json_object_set_new(*snap, "topology_id", json_string(c->topology_id));
+    json_object_set_new(*snap, "status", json_string(tb_topology_status_name(status)));
+    json_object_set_new(*snap, "version", json_integer(version));
+    json_object_set_new(*snap, "in_flight", in_flight);
+    st = tb__pg_rows_json(q, res, in_flight, err);
+    PQclear(res);
+    return st;
+}
+
+tb_status tb__pg_snapshot(tb_store_t *s, const char *topology_id, json_t **snap,
+                          tb_store_err_t *err)
+{
+    read_ctx_t c = {topology_id, -1};
+    return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN_SNAPSHOT, snapshot_tx, &c, snap, err);
+}
+
+tb_status tb__pg_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err)
+{
+    tb_pg_store_t *q = tb__pg_from(s);
+    PGresult *res = NULL;
+    tb_status st = tb__pg_query(q, TB_PG_PENDING_TOPOLOGIES, 0, NULL, &res,
+                                "list topologies with pending work", err);
+    if (st)
+        return st;
+    json_t *arr = json_array();
+    for (int r = 0; r < PQntuples(res); r++)
+        json_array_append_new(arr, json_string(tb__pg_text(res, r, 0)));
+    PQclear(res);
+    *ids = arr;
+    return TB_OK;
+}
+
+static tb_status claim_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_err_t *err)
+{
+    const read_ctx_t *c = ctx;
+    const char *values[] = {c->topology_id, NULL};
+    PGresult *res = NULL;
+    tb_status st = tb__pg_query(q, TB_PG_TOPO_TRY_LOCK, 1, values, &res, "lock topology", err);
+    if (st)
+        return st;
+    int locked = PQntuples(res);
+    PQclear(res);
+    /* Absent, or another claimer holds it right now: nothing to claim here. */
+    if (locked == 0)
+        return tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND,
+                              "no claimable mutation for this topology");
+    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
+    values[1] = now.s;
+    return row_query(q, TB_PG_MUT_CLAIM, 2, values, "claim mutation",
+                     "no claimable mutation for this topology", row, err);
+}
+
+tb_status tb__pg_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
+                                tb_store_err_t *err)
+{
+    read_ctx_t c = {topology_id, -1};
+    return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN, claim_tx, &c, row, err);
+}
+
+/* Locks a mutation row and checks that it is applying (inside a
+ * transaction). topology_id receives its topology's id. */
+static tb_status require_applying(tb_pg_store_t *q, const char *mutation_id, char *topology_id,
+                                  size_t cap, tb_store_err_t *err)
+{
+    const char *values[] = {mutation_id};
+    PGresult *res = NULL;
+    tb_status st = tb__pg_query(q, TB_PG_MUT_FIND_LOCK, 1, values, &res, "read mutation", err);
+    if (st)
+        return st;
+    if (PQntuples(res) == 0) {
+        st = tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND, "no such mutation");
+    } else {
+        const char *tid = tb__pg_text(res, 0, 0);
+        const char *state = tb__pg_text(res, 0, 1);
+        if (!tid || strlen(tid) >= cap)
+            st = tb__pg_corrupt(q, "mutation", mutation_id, err);
+        else if (!state || strcmp(state, "applying") != 0)
+            st = tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_WRONG_STATE,
+                                "the mutation is %s, not applying", state ? state : "?");
+        else
+            memcpy(topology_id, tid, strlen(tid) + 1);
+    }
+    PQclear(res);
+    return st;
+}
+
+typedef struct mark_ctx {
+    const char *mutation_id;
+    const char *text; /* the graph (applied) or the reason (failed) */
+    int64_t new_version;
+} mark_ctx_t;
+
+static tb_status mark_applied_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_err_t *err)
+{
+    mark_ctx_t *c = ctx;
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    tb_status st = require_applying(q, c->mutation_id, topology_id, sizeof topology_id, err);
+    tb_topology_status status;
+    int64_t version = 0;
+    if (!st)
+        st = tb__pg_topology_read_state(q, true, topology_id, &status, &version, err);
+    if (st)
+        return st;
+    if (c->new_version != version + 1) {
+        err->current = version;
+        err->expected = c->new_version - 1;
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
+                              "the topology is at version %lld; version %lld cannot follow",
+                              (long long)version, (long long)c->new_version);
+    }
+    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
+    tb_pg_int_t nv = tb__pg_int(c->new_version);
+    const char *doc_values[] = {topology_id, c->text, nv.s, now.s};
+    st = tb__pg_command(q, TB_PG_TOPO_SET_DOC, 4, doc_values, "update document", err);
+    if (st)
+        return st;
+    const char *values[] = {c->mutation_id, now.s};
+    return row_query(q, TB_PG_MUT_SET_APPLIED, 2, values, "mark mutation applied",
+                     "no such mutation", row, err);
+}
+
+tb_status tb__pg_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+                                       const char *graph_text, int64_t new_version, json_t **row,
+                                       tb_store_err_t *err)
+{
+    mark_ctx_t c = {mutation_id, graph_text, new_version};
+    return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN, mark_applied_tx, &c, row, err);
+}
+
+static tb_status mark_failed_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_err_t *err)
+{
+    mark_ctx_t *c = ctx;
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    tb_status st = require_applying(q, c->mutation_id, topology_id, sizeof topology_id, err);
+    if (st)
+        return st;
+    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
+    const char *values[] = {c->mutation_id, c->text, now.s};
+    return row_query(q, TB_PG_MUT_SET_FAILED, 3, values, "mark mutation failed", "no such mutation",
+                     row, err);
+}
+
+tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
+                                      json_t **row, tb_store_err_t *err)
+{
+    mark_ctx_t c = {mutation_id, reason, 0};
+    return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN, mark_failed_tx, &c, row, err);
+}
+
+typedef struct recover_ctx {
+    int64_t now_ms, cutoff_ms;
+    int requeued, failed;
+} recover_ctx_t;
+
+static tb_status run_recovery(tb_pg_store_t *q, tb_pg_stmt idx, const recover_ctx_t *c, int *count,
+                              tb_store_err_t *err)
+{
+    tb_pg_int_t now = tb__pg_int(c->now_ms);
+    tb_pg_int_t cutoff = tb__pg_int(c->cutoff_ms);
+    const char *values[] = {now.s, cutoff.s};
+    PGresult *res = NULL;
+    tb_status st = tb__pg_query(q, idx, 2, values, &res, "recover stale claims", err);
+    if (st)
+        return st;
+    *count = atoi(PQcmdTuples(res));
+    PQclear(res);
+    return TB_OK;
+}
+
+static tb_status recover_tx(tb_pg_store_t *q, void *ctx, json_t **out, tb_store_err_t *err)
+{
+    (void)out;
+    recover_ctx_t *c = ctx;
+    /* Fail the second-time stale rows first: the requeue below raises
+     * attempts to 1 and must not make a row eligible for failing. */
+    tb_status st = run_recovery(q, TB_PG_RECOVER_FAIL, c, &c->failed, err);
+    if (!st)
+        st = run_recovery(q, TB_PG_RECOVER_REQUEUE, c, &c->requeued, err);
+    return st;
+}
+
+tb_status tb__pg_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
+                               int *failed, tb_store_err_t *err)
+{
+    recover_ctx_t c = {now_ms, cutoff_ms, 0, 0};
+    json_t *unused = NULL;
+    tb_status st = tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN, recover_tx, &c, &unused, err);
+    *requeued = st ? 0 : c.requeued;
+    *failed = st ? 0 : c.failed;
+    return st;
+}
