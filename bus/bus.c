@@ -65,6 +65,7 @@ void tb_bus_options_init(tb_bus_options_t *opts)
         .stream_max_age_s = DEFAULT_MAX_AGE_S,
         .stream_max_bytes = (int64_t)256 * 1024 * 1024,
         .stream_replicas = 1,
+        .js_heartbeat_ms = 2000,
         .jetstream = true,
         .reconnect_wait_ms = DEFAULT_RECONNECT_WAIT_MS,
         .connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS,
@@ -94,7 +95,7 @@ static tb_status options_check(const tb_bus_options_t *o)
     if (o->ring_size < 1 || o->ring_size > MAX_RING_SIZE || o->ring_max_bytes < 1 ||
         !o->stream_name ||
         !stream_name_valid(o->stream_name) || o->stream_max_age_s < 0 || o->stream_max_bytes < 0 ||
-        o->stream_replicas < 1 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
+        o->stream_replicas < 1 || o->js_heartbeat_ms < 100 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
         o->publish_buffer_bytes < 0 || o->sub_pending_msgs < 1 || o->sub_pending_bytes < 1)
         return TB_EINVAL;
     return TB_OK;

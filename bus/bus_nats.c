@@ -18,6 +18,12 @@
  * subscriptions and deliver seq 0. Without JetStream, core subscriptions
  * number events with a per-process counter under a random epoch.
  *
+ * An ordered consumer lives on one server; if that server dies, nats.c
+ * reports missed heartbeats but does not rebuild it. The repair thread
+ * (bus_nats_repair.c) then creates a new one from the last stream sequence
+ * delivered, so the subscription neither stalls nor skips; deliveries are
+ * deduplicated by sequence while old and new overlap.
+ *
  * Lifetime: a nats.c subscription may call on_msg once more after it was
  * unsubscribed; the gate in bus.c keeps user callbacks out, and the backend
  * holds a reference on the tb_sub_t until nats.c's on_complete runs.
@@ -33,12 +39,6 @@
 #include "tb/log.h"
 
 enum { WAIT_CLOSE_MS = 5000, ENCODE_STACK = 4096 };
-
-typedef struct nats_sub {
-    natsSubscription *ns;
-    bool stream;          /* an ordered JetStream consumer */
-    atomic_int_fast64_t dropped_seen; /* nats.c's dropped count already reported */
-} nats_sub_t;
 
 bool tb__nats_in_stream(const char *pattern)
 {
@@ -92,6 +92,15 @@ static void on_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void 
         if (natsMsg_GetMetaData(&md, msg) == NATS_OK) {
             ev->seq = md->Sequence.Stream;
             jsMsgMetaData_Destroy(md);
+            /* A rebuilt consumer may overlap the old one: each sequence is delivered once. */
+            uint_fast64_t last = atomic_load(&s->last_seq);
+            do {
+                if (ev->seq <= last) {
+                    tb_event_unref(ev);
+                    natsMsg_Destroy(msg);
+                    return;
+                }
+            } while (!atomic_compare_exchange_weak(&s->last_seq, &last, ev->seq));
             uint64_t seen = atomic_load(&nb->last_stream_seq);
             while (ev->seq > seen && !atomic_compare_exchange_weak(&nb->last_stream_seq, &seen,
                                                                    ev->seq)) {
@@ -153,10 +162,14 @@ static void on_error(natsConnection *nc, natsSubscription *ns, natsStatus err, v
 {
     (void)nc;
     nats_bus_t *nb = closure;
-    if (err != NATS_SLOW_CONSUMER || !ns) {
+    if (!ns) {
         tb_log(TB_LOG_WARN, "bus", "nats async error=%s", natsStatus_GetText(err));
         return;
     }
+    /* Anything but a slow consumer on a subscription means its consumer may be gone: missed
+     * heartbeats, a sequence mismatch, or nats.c's own reset of an ordered consumer timing
+     * out while a JetStream cluster elects a leader. A core subscription is only logged. */
+    bool lost = err != NATS_SLOW_CONSUMER;
     tb_sub_t *found = NULL;
     pthread_mutex_lock(&nb->base.subs_mu);
     for (tb_sub_t *sub = nb->base.subs; sub && !found; sub = sub->next) {
@@ -167,10 +180,21 @@ static void on_error(natsConnection *nc, natsSubscription *ns, natsStatus err, v
         }
     }
     pthread_mutex_unlock(&nb->base.subs_mu);
-    if (found) {
+    if (found && lost) {
+        nats_sub_t *s = found->backend;
+        if (!s->stream)
+            tb_log(TB_LOG_WARN, "bus", "nats async error=%s pattern=%s", natsStatus_GetText(err),
+                   found->pattern);
+        else if (!atomic_exchange(&s->broken, true)) {
+            tb_log(TB_LOG_NOTICE, "bus", "jetstream consumer for pattern=%s lost (%s); rebuilding",
+                   found->pattern, natsStatus_GetText(err));
+            tb__nats_repair_wake(nb);
+        }
+    } else if (found) {
         report_drops(found, ns);
-        tb__sub_unref(found);
     }
+    if (found)
+        tb__sub_unref(found);
 }
 
 static tb_status configure(nats_bus_t *nb, const tb_bus_options_t *o)
@@ -230,6 +254,9 @@ static tb_status nats_create(tb_bus_t **out, const char *url, const tb_bus_optio
     st = configure(nb, opts);
     if (st)
         goto fail;
+    st = tb__nats_repair_start(nb);
+    if (st)
+        goto fail;
     natsStatus s = natsConnection_Connect(&nb->nc, nb->nopts);
     if (s == NATS_OK) {
         atomic_store(&nb->base.state, TB_BUS_UP);
@@ -285,6 +312,7 @@ static void nats_destroy(tb_bus_t *bus)
 {
     nats_bus_t *nb = tb__nats_of(bus);
     atomic_store(&nb->closing, true);
+    tb__nats_repair_stop(nb);
     pthread_mutex_lock(&nb->mu);
     /* Every subscription was unsubscribed; wait for nats.c to finish with them. */
     if (!wait_until(nb, subs_done, WAIT_CLOSE_MS))
@@ -328,57 +356,80 @@ static tb_status nats_publish(tb_bus_t *bus, tb_event_t *ev)
 
 static void free_nats_sub(void *p)
 {
-    free(p);
+    nats_sub_t *s = p;
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+natsStatus tb__nats_subscribe_ns(nats_bus_t *nb, tb_sub_t *sub, uint64_t start_seq,
+                                 natsSubscription **out)
+{
+    nats_sub_t *s = sub->backend;
+    const tb_bus_options_t *o = &nb->base.opts;
+    natsSubscription *ns = NULL;
+    natsStatus st;
+    jsErrCode jerr = 0;
+    if (s->stream) {
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = o->stream_name;
+        so.Ordered = true;
+        so.Config.Heartbeat = (int64_t)o->js_heartbeat_ms * 1000000;
+        if (start_seq > 0) {
+            so.Config.DeliverPolicy = js_DeliverByStartSequence;
+            so.Config.OptStartSeq = start_seq;
+        } else {
+            so.Config.DeliverPolicy = js_DeliverNew;
+        }
+        st = js_Subscribe(&ns, nb->js, sub->pattern, on_msg, sub, NULL, &so, &jerr);
+    } else {
+        st = natsConnection_Subscribe(&ns, nb->nc, sub->pattern, on_msg, sub);
+    }
+    if (st == NATS_OK)
+        st = natsSubscription_SetPendingLimits(ns, o->sub_pending_msgs, o->sub_pending_bytes);
+    if (st != NATS_OK) {
+        tb_log(TB_LOG_ERR, "bus", "nats subscribe pattern=%s error=%s jserr=%d", sub->pattern,
+               natsStatus_GetText(st), (int)jerr);
+        natsSubscription_Destroy(ns);
+        return st;
+    }
+    /* The backend's reference, dropped by on_complete once nats.c is done with ns. */
+    tb__sub_ref(sub);
+    pthread_mutex_lock(&nb->mu);
+    nb->live_subs++;
+    pthread_mutex_unlock(&nb->mu);
+    st = natsSubscription_SetOnCompleteCB(ns, on_complete, sub);
+    TB_ASSERT(st == NATS_OK);
+    *out = ns;
+    return NATS_OK;
 }
 
 static tb_status nats_subscribe(tb_bus_t *bus, tb_sub_t *sub)
 {
     nats_bus_t *nb = tb__nats_of(bus);
     nats_sub_t *s = tb_xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->dropped_seen, 0);
+    atomic_init(&s->last_seq, 0);
+    atomic_init(&s->broken, false);
     sub->backend = s;
     sub->backend_free = free_nats_sub;
     s->stream = nb->js && tb__nats_in_stream(sub->pattern);
-    natsStatus st;
-    jsErrCode jerr = 0;
-    if (s->stream) {
-        jsSubOptions so;
-        jsSubOptions_Init(&so);
-        so.Stream = bus->opts.stream_name;
-        so.Ordered = true;
-        so.Config.DeliverPolicy = js_DeliverNew;
-        st = js_Subscribe(&s->ns, nb->js, sub->pattern, on_msg, sub, NULL, &so, &jerr);
-    } else {
-        st = natsConnection_Subscribe(&s->ns, nb->nc, sub->pattern, on_msg, sub);
-    }
-    if (st == NATS_OK)
-        st = natsSubscription_SetPendingLimits(s->ns, bus->opts.sub_pending_msgs,
-                                               bus->opts.sub_pending_bytes);
-    if (st == NATS_OK) {
-        /* The backend's reference, dropped by on_complete once nats.c is done with sub. */
-        tb__sub_ref(sub);
-        pthread_mutex_lock(&nb->mu);
-        nb->live_subs++;
-        pthread_mutex_unlock(&nb->mu);
-        st = natsSubscription_SetOnCompleteCB(s->ns, on_complete, sub);
-        TB_ASSERT(st == NATS_OK);
-        return TB_OK;
-    }
-    tb_log(TB_LOG_ERR, "bus", "nats subscribe pattern=%s error=%s jserr=%d", sub->pattern,
-           natsStatus_GetText(st), (int)jerr);
-    natsSubscription_Destroy(s->ns);
-    s->ns = NULL;
-    return TB_EBACKEND;
+    return tb__nats_subscribe_ns(nb, sub, 0, &s->ns) == NATS_OK ? TB_OK : TB_EBACKEND;
 }
 
 static void nats_unsubscribe(tb_bus_t *bus, tb_sub_t *sub)
 {
     (void)bus;
     nats_sub_t *s = sub->backend;
-    /* Fails only if the connection is already closed, which closed the subscription too. */
-    natsSubscription_Unsubscribe(s->ns);
-    natsSubscription_Destroy(s->ns);
+    pthread_mutex_lock(&s->mu);
+    s->closed = true;
+    natsSubscription *ns = s->ns;
     s->ns = NULL;
+    pthread_mutex_unlock(&s->mu);
+    /* Fails only if the connection is already closed, which closed the subscription too. */
+    natsSubscription_Unsubscribe(ns);
+    natsSubscription_Destroy(ns);
 }
 
 static tb_status nats_drain(tb_bus_t *bus, int timeout_ms)

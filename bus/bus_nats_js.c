@@ -94,8 +94,7 @@ void tb__nats_js_setup(nats_bus_t *nb)
     nb->js = js;
 }
 
-/* The stream's first and last sequence; TB_EBACKEND (logged) if the server cannot say. */
-static tb_status stream_bounds(nats_bus_t *nb, uint64_t *first, uint64_t *last)
+tb_status tb__nats_js_bounds(nats_bus_t *nb, uint64_t *first, uint64_t *last)
 {
     jsOptions jo;
     options_for(nb, &jo);
@@ -116,7 +115,7 @@ static tb_status stream_bounds(nats_bus_t *nb, uint64_t *first, uint64_t *last)
 tb_status tb__nats_js_head(nats_bus_t *nb, tb_cursor_t *out)
 {
     uint64_t first, last;
-    if (stream_bounds(nb, &first, &last))
+    if (tb__nats_js_bounds(nb, &first, &last))
         last = atomic_load(&nb->last_stream_seq);
     *out = (tb_cursor_t){nb->base.epoch, last};
     return TB_OK;
@@ -158,7 +157,7 @@ tb_status tb__nats_js_replay(nats_bus_t *nb, const char *pattern, const tb_curso
     if (after->epoch != nb->base.epoch || !tb__nats_in_stream(pattern))
         return TB_ENOTFOUND;
     uint64_t first, last;
-    tb_status st = stream_bounds(nb, &first, &last);
+    tb_status st = tb__nats_js_bounds(nb, &first, &last);
     if (st)
         return st;
     if (after->seq > last || after->seq + 1 < first)
@@ -189,7 +188,7 @@ tb_status tb__nats_js_replay(nats_bus_t *nb, const char *pattern, const tb_curso
     if (ci->Delivered.Consumer + ci->NumPending > 0)
         st = replay_read(nb, ns, last, on_event, ud);
     /* Limits may have discarded events between our first look and the consumer's start. */
-    if (st == TB_OK && stream_bounds(nb, &first, &last) == TB_OK && after->seq + 1 < first)
+    if (st == TB_OK && tb__nats_js_bounds(nb, &first, &last) == TB_OK && after->seq + 1 < first)
         st = TB_ENOTFOUND;
 out:
     jsConsumerInfo_Destroy(ci);

@@ -1,6 +1,8 @@
 /*
  * Subscription registry and bus callbacks; see gw_fanout.h for threads and
- * lock order.
+ * lock order. An entry has one reference for being registered and one for
+ * each thread working on it outside the lock; subscribing is done by one
+ * thread at a time (`subscribing`), others wait on the condition variable.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,16 +22,21 @@ typedef struct entry {
     struct entry *next;
     gw_fanout_t *fanout;
     char topology[TB_TOPOLOGY_ID_BUF_SIZE];
-    tb_sub_t *sub;
+    tb_sub_t *sub;                  /* NULL until subscribed */
     atomic_uint_fast64_t loop_mask; /* read by callbacks without the lock */
     unsigned *loop_streams;         /* per loop; under the registry lock */
+    unsigned refs;                  /* under the registry lock */
+    bool linked;                    /* in the registry */
+    bool subscribing;               /* a thread is in tb_bus_subscribe for it */
 } entry_t;
 
 struct gw_fanout {
     tb_gateway_t *gw;
     pthread_mutex_t lock;
+    pthread_cond_t subscribed;
     entry_t *buckets[REGISTRY_BUCKETS];
-    size_t count;
+    size_t count;     /* registered entries */
+    size_t unsubscribed; /* registered entries without a subscription */
 };
 
 static size_t bucket_of(const char *id)
@@ -45,6 +52,7 @@ void gw_fanout_create(gw_fanout_t **out, tb_gateway_t *gw)
     gw_fanout_t *f = tb_xcalloc(1, sizeof *f);
     f->gw = gw;
     pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->subscribed, NULL);
     *out = f;
 }
 
@@ -65,6 +73,7 @@ void gw_fanout_destroy(gw_fanout_t *f)
             entry_free(e);
         }
     }
+    pthread_cond_destroy(&f->subscribed);
     pthread_mutex_destroy(&f->lock);
     free(f);
 }
@@ -109,15 +118,6 @@ static void on_dropped(uint64_t count, void *ud)
     push_to_loops(e->fanout->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED, e->topology, NULL);
 }
 
-/* Subscribes e on bus. Registry lock held; the handlers never take it. */
-static tb_status subscribe(entry_t *e, tb_bus_t *bus)
-{
-    char pattern[TB_TOPIC_BUF_SIZE];
-    tb_topic_build_topology_pattern(pattern, e->topology);
-    tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped};
-    return tb_bus_subscribe(bus, pattern, &h, e, &e->sub);
-}
-
 static entry_t *find(gw_fanout_t *f, const char *topology, entry_t ***link_out)
 {
     entry_t **link = &f->buckets[bucket_of(topology)];
@@ -130,7 +130,57 @@ static entry_t *find(gw_fanout_t *f, const char *topology, entry_t ***link_out)
     return *link;
 }
 
-tb_status gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology)
+/* Drops a reference (lock held); returns the subscription to close if it was the last. */
+static tb_sub_t *put_locked(entry_t *e, entry_t **to_free)
+{
+    *to_free = NULL;
+    if (--e->refs > 0)
+        return NULL;
+    *to_free = e;
+    return e->sub;
+}
+
+/* Closes and frees what put_locked handed over, outside the lock (closing waits for
+ * a running callback, which never takes the lock). */
+static void finish_put(tb_sub_t *sub, entry_t *e)
+{
+    tb_sub_close(sub);
+    if (e)
+        entry_free(e);
+}
+
+/*
+ * Subscribes e if nobody has or is doing it. Lock held on entry and exit; it
+ * is released around the bus call. TB_OK if e is subscribed when it returns.
+ */
+static tb_status subscribe_locked(gw_fanout_t *f, entry_t *e)
+{
+    while (e->subscribing)
+        pthread_cond_wait(&f->subscribed, &f->lock);
+    if (e->sub)
+        return TB_OK;
+    tb_bus_t *bus = tb__gw_bus(f->gw);
+    if (!bus || !e->linked)
+        return TB_EBACKEND;
+    e->subscribing = true;
+    pthread_mutex_unlock(&f->lock);
+    char pattern[TB_TOPIC_BUF_SIZE];
+    tb_topic_build_topology_pattern(pattern, e->topology);
+    tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped};
+    tb_sub_t *sub = NULL;
+    tb_status st = tb_bus_subscribe(bus, pattern, &h, e, &sub);
+    pthread_mutex_lock(&f->lock);
+    e->subscribing = false;
+    pthread_cond_broadcast(&f->subscribed);
+    if (st == TB_OK) {
+        e->sub = sub;
+        if (e->linked)
+            f->unsubscribed--;
+    }
+    return st;
+}
+
+void gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology)
 {
     pthread_mutex_lock(&f->lock);
     entry_t **link;
@@ -141,20 +191,15 @@ tb_status gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology)
         strcpy(e->topology, topology);
         e->loop_streams = tb_xcalloc(f->gw->nloops, sizeof *e->loop_streams);
         atomic_init(&e->loop_mask, 0);
-        /* Without a bus yet the entry waits unsubscribed; gw_fanout_attach subscribes it. */
-        tb_bus_t *bus = tb__gw_bus(f->gw);
-        if (bus && subscribe(e, bus)) {
-            pthread_mutex_unlock(&f->lock);
-            entry_free(e);
-            return TB_EBACKEND;
-        }
+        e->refs = 1; /* registered */
+        e->linked = true;
         *link = e;
         f->count++;
+        f->unsubscribed++;
     }
     if (e->loop_streams[loop]++ == 0)
         atomic_fetch_or(&e->loop_mask, UINT64_C(1) << loop);
     pthread_mutex_unlock(&f->lock);
-    return TB_OK;
 }
 
 void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology)
@@ -163,37 +208,83 @@ void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology)
     entry_t **link;
     entry_t *e = find(f, topology, &link);
     TB_ASSERT(e && e->loop_streams[loop] > 0);
-    bool last = false;
+    tb_sub_t *close = NULL;
+    entry_t *dead = NULL;
     if (--e->loop_streams[loop] == 0 &&
         (atomic_fetch_and(&e->loop_mask, ~(UINT64_C(1) << loop)) & ~(UINT64_C(1) << loop)) == 0) {
         *link = e->next;
+        e->linked = false;
         f->count--;
-        last = true;
+        if (!e->sub)
+            f->unsubscribed--;
+        close = put_locked(e, &dead);
     }
     pthread_mutex_unlock(&f->lock);
-    if (last) {
-        /* Outside the lock: closing waits for a running callback, which never takes it. */
-        tb_sub_close(e->sub);
-        entry_free(e);
-    }
+    if (dead)
+        finish_put(close, dead);
 }
 
-void gw_fanout_attach(gw_fanout_t *f, tb_bus_t *bus)
+tb_status gw_fanout_ensure(gw_fanout_t *f, const char *topology)
 {
     pthread_mutex_lock(&f->lock);
-    for (size_t b = 0; b < REGISTRY_BUCKETS; b++) {
-        for (entry_t *e = f->buckets[b]; e; e = e->next) {
-            if (!e->sub && subscribe(e, bus))
-                tb_log(TB_LOG_WARN, "gateway", "cannot subscribe topology=%s", e->topology);
+    entry_t *e = find(f, topology, NULL);
+    if (!e) {
+        pthread_mutex_unlock(&f->lock);
+        return TB_ENOTFOUND; /* its streams closed meanwhile */
+    }
+    e->refs++;
+    tb_status st = subscribe_locked(f, e);
+    entry_t *dead;
+    tb_sub_t *close = put_locked(e, &dead);
+    pthread_mutex_unlock(&f->lock);
+    if (dead)
+        finish_put(close, dead);
+    return st;
+}
+
+void gw_fanout_retry(gw_fanout_t *f)
+{
+    pthread_mutex_lock(&f->lock);
+    if (f->unsubscribed == 0 || !tb__gw_bus(f->gw)) {
+        pthread_mutex_unlock(&f->lock);
+        return;
+    }
+    /* Take references first: the lock is released around each subscribe. */
+    size_t n = 0;
+    entry_t **todo = tb_xcalloc(f->unsubscribed, sizeof *todo);
+    for (size_t b = 0; b < REGISTRY_BUCKETS && n < f->unsubscribed; b++) {
+        for (entry_t *e = f->buckets[b]; e && n < f->unsubscribed; e = e->next) {
+            if (!e->sub && !e->subscribing) {
+                e->refs++;
+                todo[n++] = e;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        entry_t *e = todo[i];
+        bool was_missing = !e->sub;
+        if (subscribe_locked(f, e) == TB_OK && was_missing) {
+            /* Events may have gone by while it was missing: the streams resync. */
+            push_to_loops(f->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED, e->topology, NULL);
+        } else if (!e->sub) {
+            tb_log(TB_LOG_DEBUG, "gateway", "subscribe topology=%s still failing", e->topology);
+        }
+        entry_t *dead;
+        tb_sub_t *close = put_locked(e, &dead);
+        if (dead) {
+            pthread_mutex_unlock(&f->lock);
+            finish_put(close, dead);
+            pthread_mutex_lock(&f->lock);
         }
     }
     pthread_mutex_unlock(&f->lock);
+    free(todo);
 }
 
 size_t gw_fanout_count(gw_fanout_t *f)
 {
     pthread_mutex_lock(&f->lock);
-    size_t n = f->count;
+    size_t n = f->count - f->unsubscribed;
     pthread_mutex_unlock(&f->lock);
     return n;
 }

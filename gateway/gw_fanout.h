@@ -5,10 +5,19 @@
  * streams each loop holds. The bus callback formats each event into an SSE
  * frame once and pushes a reference into every interested loop's inbox.
  *
- * Threads: acquire/release on loop threads; callbacks on bus threads. Lock
- * order: the registry mutex, then (inside tb_bus_subscribe) the bus's locks.
- * Callbacks never take the registry mutex; they read the mask atomically,
- * and an entry is freed only after tb_sub_close guarantees no callback runs.
+ * Subscribing can block (a JetStream consumer is created with a request to
+ * the server), so loops never subscribe: a loop registers interest
+ * (acquire), and a stream's opening read subscribes on a worker before it
+ * reads the snapshot (ensure), which keeps subscribe-before-snapshot. A
+ * subscription that fails then (bus down, a JetStream election) is retried
+ * every second by the gateway's bus watcher; once it succeeds, the streams
+ * of that topology are told events may have been missed and resync.
+ *
+ * Threads: acquire/release on loop threads, ensure on workers, retry on the
+ * watcher; callbacks on bus threads. Lock order: the registry mutex is never
+ * held across a bus call. Callbacks never take it; they read the mask
+ * atomically, and an entry is freed only after tb_sub_close guarantees no
+ * callback runs and no thread holds a reference.
  */
 #ifndef TB_GW_FANOUT_H
 #define TB_GW_FANOUT_H
@@ -22,18 +31,22 @@ typedef struct gw_fanout gw_fanout_t;
 void gw_fanout_create(gw_fanout_t **out, struct tb_gateway *gw);
 /** Closes every remaining subscription and frees the registry. Accepts NULL. */
 void gw_fanout_destroy(gw_fanout_t *f);
-/**
- * Registers loop's interest in topology's events, subscribing on the bus if
- * this is the first stream in the process. TB_EBACKEND if the bus refused.
- */
-tb_status gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology);
-/** Drops one stream's interest; the last one in the process unsubscribes. */
+/** Registers one stream of loop on topology. Never blocks on the bus. Loop thread. */
+void gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology);
+/** Drops one stream's interest; the last one in the process unsubscribes. Loop thread. */
 void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology);
 /**
- * Subscribes every entry that was registered before the bus was reached.
- * Called once, by the attach thread, after the bus became visible.
+ * Makes sure topology is subscribed on the bus, subscribing now if needed
+ * (blocking). TB_OK when subscribed; TB_EBACKEND if the bus is not reached
+ * or refused (the watcher retries). Worker threads.
  */
-void gw_fanout_attach(gw_fanout_t *f, struct tb_bus *bus);
+tb_status gw_fanout_ensure(gw_fanout_t *f, const char *topology);
+/**
+ * Subscribes every registered topology that has no subscription yet and
+ * tells their streams to resync. The gateway's bus watcher calls it. Any
+ * thread but a loop's.
+ */
+void gw_fanout_retry(gw_fanout_t *f);
 /** Topologies with a live subscription (for metrics). Any thread. */
 size_t gw_fanout_count(gw_fanout_t *f);
 

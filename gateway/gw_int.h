@@ -106,9 +106,11 @@ struct tb_gateway {
     /* The bus appears once (attach thread) and never changes after: NULL until then. */
     _Atomic(tb_bus_t *) bus;
     atomic_uint_fast64_t bus_epoch; /* set before bus is published */
-    pthread_t attach_thread;
+    pthread_t attach_thread; /* the bus watcher (gw_server.c) */
     bool attach_started;
     atomic_bool attach_stop;
+    pthread_mutex_t watch_mu; /* with watch_cv: wakes the watcher to stop */
+    pthread_cond_t watch_cv;
     gw_counters_t counters;
     double started_at;
 };

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gw_fanout.h"
@@ -38,10 +39,11 @@ enum {
     LISTEN_BACKLOG = 4096,
     ACCEPT_BATCH = 64,
     STOP_WAIT_MS = 5000,
-    ATTACH_RETRY_MS = 250,
+    ATTACH_RETRY_MS = 250, /* the provider's own backoff decides when a connect is tried */
+    WATCH_RETRY_MS = 1000, /* failed subscriptions are tried again this often */
     POOL_THREADS = 2,       /* store calls are serialised per store; two keep one slow call
                                from holding up the rest */
-    POOL_CAPACITY = 4096,   /* store calls waiting; beyond it requests are answered 503 */ /* the provider's own backoff decides when a connect is tried */
+    POOL_CAPACITY = 4096,   /* store calls waiting; beyond it requests are answered 503 */
     TICKET_CAPACITY = 100000,
     HEADER_DATA_MAX = 12288, /* room for an 8 KiB bearer token plus ordinary headers */
     HEADER_POOL = 64,
@@ -180,6 +182,8 @@ tb_status tb_gateway_create(tb_gateway_t **out, const tb_gateway_deps_t *deps, c
     gw->listen_fd = -1;
     gw->accept_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     gw->started_at = tb_clock_wall();
+    pthread_mutex_init(&gw->watch_mu, NULL);
+    pthread_cond_init(&gw->watch_cv, NULL);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
     tb_tickets_create(&gw->tickets, TICKET_CAPACITY, TB_TICKET_TTL_S);
     gw_fanout_create(&gw->fanout, gw);
@@ -256,24 +260,45 @@ uint64_t tb__gw_bus_epoch(tb_gateway_t *gw)
 }
 
 /*
- * Asks the provider for the bus until it answers (the singleton limits real
- * connect attempts to one per 2 s), then publishes it to the loops and
- * subscribes the topologies that streams were already watching. From then
- * on reconnection is the bus backend's job, so the thread ends.
+ * The bus watcher: asks the provider for the bus until it answers (the
+ * singleton limits real connect attempts to one per 2 s) and publishes it to
+ * the loops; from then on reconnection is the bus backend's job. It also
+ * subscribes, every second, topologies whose subscription failed (the bus
+ * was down, a JetStream election was under way): subscribing blocks, so it
+ * happens here or on a worker, never on a loop.
  */
-static void *attach_main(void *arg)
+/* Sleeps up to ms, or until tb_gateway_stop wakes it. */
+static void watch_sleep(tb_gateway_t *gw, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&gw->watch_mu);
+    while (!atomic_load(&gw->attach_stop) &&
+           pthread_cond_timedwait(&gw->watch_cv, &gw->watch_mu, &ts) == 0) {
+    }
+    pthread_mutex_unlock(&gw->watch_mu);
+}
+
+static void *watch_main(void *arg)
 {
     tb_gateway_t *gw = arg;
     while (!atomic_load(&gw->attach_stop)) {
-        tb_bus_t *bus = gw->deps.bus_provider(gw->deps.bus_provider_ud);
-        if (bus) {
-            atomic_store_explicit(&gw->bus_epoch, tb_bus_epoch(bus), memory_order_release);
-            atomic_store_explicit(&gw->bus, bus, memory_order_release);
-            gw_fanout_attach(gw->fanout, bus);
-            tb_log(TB_LOG_NOTICE, "gateway", "bus %s reached", tb_bus_backend(bus));
-            return NULL;
+        if (!tb__gw_bus(gw)) {
+            tb_bus_t *bus = gw->deps.bus_provider(gw->deps.bus_provider_ud);
+            if (bus) {
+                atomic_store_explicit(&gw->bus_epoch, tb_bus_epoch(bus), memory_order_release);
+                atomic_store_explicit(&gw->bus, bus, memory_order_release);
+                tb_log(TB_LOG_NOTICE, "gateway", "bus %s reached", tb_bus_backend(bus));
+            }
         }
-        poll(NULL, 0, ATTACH_RETRY_MS);
+        gw_fanout_retry(gw->fanout);
+        watch_sleep(gw, tb__gw_bus(gw) ? WATCH_RETRY_MS : ATTACH_RETRY_MS);
     }
     return NULL;
 }
@@ -348,11 +373,11 @@ tb_status tb_gateway_start(tb_gateway_t *gw)
         atomic_store(&gw->bus_epoch, tb_bus_epoch(bus));
         atomic_store(&gw->bus, bus);
     } else {
-        if (pthread_create(&gw->attach_thread, NULL, attach_main, gw))
-            return TB_EIO;
-        gw->attach_started = true;
         tb_log(TB_LOG_WARN, "gateway", "bus unavailable; streams carry keepalives until it is");
     }
+    if (pthread_create(&gw->attach_thread, NULL, watch_main, gw))
+        return TB_EIO;
+    gw->attach_started = true;
     /* Loops report the state they start with in snapshots; later changes reach them by sweep. */
     for (unsigned i = 0; i < gw->nloops; i++)
         gw->loops[i].bus_state = tb__gw_bus_state(gw);
@@ -393,7 +418,10 @@ void tb_gateway_stop(tb_gateway_t *gw)
     gw->stopped = true;
     bool was_serving = gw->accept_started; /* a gateway that never started logs nothing */
     stop_accepting(gw);
+    pthread_mutex_lock(&gw->watch_mu);
     atomic_store(&gw->attach_stop, true);
+    pthread_cond_broadcast(&gw->watch_cv);
+    pthread_mutex_unlock(&gw->watch_mu);
     if (gw->attach_started) {
         pthread_join(gw->attach_thread, NULL);
         gw->attach_started = false;
@@ -449,5 +477,7 @@ void tb_gateway_destroy(tb_gateway_t *gw)
     if (gw->accept_wake_fd >= 0)
         close(gw->accept_wake_fd);
     tb_tickets_destroy(gw->tickets);
+    pthread_cond_destroy(&gw->watch_cv);
+    pthread_mutex_destroy(&gw->watch_mu);
     free(gw);
 }

@@ -256,15 +256,9 @@ void tb__gw_sse_open(gw_request_t *req)
     tb_buf_init(&s->control);
     s->topic = topic_get(s->loop, req->topology_id);
     link_session(s);
-    /* Subscribe before reading: what arrives meanwhile waits in the queue (or the inbox). */
-    if (gw_fanout_acquire(gw->fanout, s->loop->index, req->topology_id)) {
-        unlink_session(s);
-        topic_put(s->loop, s->topic);
-        gw_users_release(gw->users, slot);
-        free(s);
-        tb__gw_reply_error(req, 503, "bus_unavailable", "cannot subscribe to the topology");
-        return;
-    }
+    /* Interest first; the opening read subscribes before it reads, so what arrives
+     * meanwhile waits in the queue (or the inbox). */
+    gw_fanout_acquire(gw->fanout, s->loop->index, req->topology_id);
     tb_buf_appendf(&s->control, "retry: %u\n\n: keepalive\n\n",
                    (unsigned)tb_random_range(2000, 5000));
     req->sse = s;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gw_fanout.h"
 #include "gw_pool.h"
 #include "gw_sse_int.h"
 #include "tb/alloc.h"
@@ -88,6 +89,10 @@ static bool replay(snap_job_t *j)
 static void run(gw_job_t *base)
 {
     snap_job_t *j = (snap_job_t *)base;
+    /* Subscribe before reading (CONTRACT §3). If that fails the stream still opens; the bus
+     * watcher subscribes later and the stream resyncs then. */
+    if (j->kind == SNAP_OPEN && gw_fanout_ensure(j->gw->fanout, j->topology) == TB_EBACKEND)
+        tb_log(TB_LOG_NOTICE, "sse", "topology=%s not subscribed yet; retrying", j->topology);
     if (j->kind == SNAP_OPEN && j->resume && replay(j)) {
         j->resumed = true;
         return;

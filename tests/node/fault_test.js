@@ -113,12 +113,12 @@ async function main() {
           await h.within(m.exited, 10000, 'mutator exit');
           mutators.shift();
           console.log('  killed mutator 1 (SIGKILL), restarting it');
-          setTimeout(() => startMutator(), 1000);
+          await new Promise((r) => setTimeout(r, 500));
+          startMutator();
         }],
       ];
-      const live = gateways[1];
       for (let k = 1; k <= PER_TOPOLOGY; k++) {
-        await Promise.all(ids.map((id) => enqueue(gateways[0].proc ? base : live.base, token, id, `n${k}`)));
+        await Promise.all(ids.map((id) => enqueue(base, token, id, `n${k}`)));
         sent += ids.length;
         while (faults.length && sent >= faults[0][0]) await faults.shift()[1]();
       }
@@ -152,13 +152,23 @@ async function main() {
     }],
     ['every client ends consistent with the store, through its reconnects', async () => {
       await waitFor(() => clients.every((c) => c.version === PER_TOPOLOGY), 30000,
-        `clients reach the final version (${clients.map((c) => c.version)})`);
+        `clients reach the final version (${clients.map((c) => c.version)})`).catch((e) => {
+        gateways.forEach((g, k) => {
+          const file = require('path').join(require('os').tmpdir(), `topobus-fault-gateway-${k}.log`);
+          require('fs').writeFileSync(file, g.log || '');
+          console.error(`gateway ${k} log: ${file}`);
+        });
+        throw e;
+      });
       check(clients.every((c) => c.es.readyState === 1), 'every client is connected at the end');
       const resnap = clients.filter((c) => c.snapshots > 1).length;
       console.log(`  clients that took a new snapshot: ${resnap} of ${CLIENTS}`);
     }],
     ['no process exited but the ones killed', async () => {
       check(gateways[1].proc && gateways[1].proc.exitCode === null, 'gateway B is running');
+      for (const m of mutators) {
+        if (m.exitCode !== null) console.error(`--- mutator exited ${m.exitCode}\n${m.out.stderr.split('\n').slice(-15).join('\n')}`);
+      }
       check(mutators.length === 2 && mutators.every((m) => m.exitCode === null), 'two mutators are running');
       check(nats.nodes.slice(1).every((n) => n.proc && n.proc.exitCode === null), 'NATS n2 and n3 are running');
       check(pg.alive(), 'PostgreSQL is running');

@@ -77,6 +77,8 @@ typedef struct tb_bus_options {
     int stream_replicas;           /* nats: stream replicas (1) */
     bool jetstream;                /* nats: use JetStream when the server has it (true) */
     int reconnect_wait_ms;         /* nats: wait between reconnect attempts (250) */
+    int js_heartbeat_ms;           /* nats: JetStream consumer heartbeat; a consumer silent for
+                                      about two of these is rebuilt (2000) */
     int connect_timeout_ms;        /* nats: one connect attempt / JetStream request (2000) */
     bool retry_first_connect;      /* nats: a failed first connect keeps trying (true) */
     int publish_buffer_bytes;      /* nats: publishes buffered during an outage (8 MiB) */
