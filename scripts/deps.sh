@@ -10,7 +10,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 run_pkgs=(cmake ninja-build gcc pkg-config libjansson-dev libjwt-dev libssl-dev libnats-dev libsqlite3-dev
     libwebsockets-dev)
-test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl libcurl4-openssl-dev nats-server sqlite3)
+test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl libcurl4-openssl-dev nats-server sqlite3
+    docker-compose python3-yaml nginx-light systemd)
 
 case "$profile" in
 run) pkgs=("${run_pkgs[@]}") ;;
