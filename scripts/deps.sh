@@ -10,9 +10,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 run_pkgs=(cmake ninja-build gcc pkg-config libjansson-dev libjwt-dev libssl-dev libnats-dev libsqlite3-dev
     libpq-dev libwebsockets-dev)
-# postgresql: the PostgreSQL store tests and the fault test start private servers from its binaries.
+# postgresql: the PostgreSQL store tests and the fault test start private servers from its binaries;
+# docker-compose, python3-yaml, nginx-light, systemd: the deploy tests validate and run deploy/.
 test_pkgs=(clang libclang-rt-14-dev libcmocka-dev curl libcurl4-openssl-dev nats-server sqlite3 postgresql
-    chromium iproute2)
+    chromium iproute2 docker-compose python3-yaml nginx-light systemd)
 
 case "$profile" in
 run) pkgs=("${run_pkgs[@]}") ;;
