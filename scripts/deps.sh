@@ -8,7 +8,8 @@ set -euo pipefail
 profile=${1:-run}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-run_pkgs=(cmake ninja-build gcc pkg-config libjansson-dev libjwt-dev libssl-dev libnats-dev libsqlite3-dev
+# libc6-dev: gcc only recommends it, and installs here skip recommends (a slim image lacks it).
+run_pkgs=(cmake ninja-build gcc libc6-dev pkg-config libjansson-dev libjwt-dev libssl-dev libnats-dev libsqlite3-dev
     libpq-dev libwebsockets-dev)
 # postgresql: the PostgreSQL store tests and the fault test start private servers from its binaries;
 # docker-compose, python3-yaml, nginx-light, systemd: the deploy tests validate and run deploy/.
