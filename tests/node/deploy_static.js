@@ -104,11 +104,14 @@ function composeValidates() {
   const dc = d.which('docker-compose');
   check(dc, 'docker-compose installed');
   const file = path.join(d.deployDir, 'docker-compose.yml');
-  // Without any .env (every variable has a default), and with the example.
-  for (const extra of [[], ['--env-file', path.join(d.deployDir, '.env.example')]]) {
-    const r = spawnSync(dc, ['-f', file, ...extra, 'config', '-q'], { env: d.toolEnv() });
-    check(r.status === 0, `docker-compose config -q ${extra.join(' ')}: ${r.stderr}`);
-    check(!/WARN/i.test(r.stderr.toString()), `docker-compose warned: ${r.stderr}`);
+  const scale = path.join(d.deployDir, 'docker-compose.scale.yml');
+  // Both files: without any .env (every variable has a default), and with the example.
+  for (const f of [file, scale]) {
+    for (const extra of [[], ['--env-file', path.join(d.deployDir, '.env.example')]]) {
+      const r = spawnSync(dc, ['-f', f, ...extra, 'config', '-q'], { env: d.toolEnv() });
+      check(r.status === 0, `docker-compose -f ${path.basename(f)} config -q ${extra.join(' ')}: ${r.stderr}`);
+      check(!/WARN/i.test(r.stderr.toString()), `docker-compose warned: ${r.stderr}`);
+    }
   }
   // The check itself catches a broken file.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-compose-'));
@@ -141,13 +144,41 @@ function composeValidates() {
   check((s.gateway.secrets || []).length === 1 && s.gateway.environment.TOPOBUS_JWT_SECRET_FILE, 'secret');
   check(!s.gateway.environment.TOPOBUS_JWT_SECRET, 'the secret is not in the environment');
 
-  // The example .env and the compose file name the same variables.
-  const composeText = fs.readFileSync(file, 'utf8');
+  // The example .env and the compose files name the same variables.
+  const composeText = fs.readFileSync(file, 'utf8') + fs.readFileSync(scale, 'utf8');
   const used = new Set([...composeText.matchAll(/\$\{([A-Z0-9_]+)(:?-[^}]*)?\}/g)].map((x) => x[1]));
   const example = fs.readFileSync(path.join(d.deployDir, '.env.example'), 'utf8');
   const defined = new Set([...example.matchAll(/^([A-Z0-9_]+)=/gm)].map((x) => x[1]));
   for (const v of used) check(defined.has(v), `.env.example lacks ${v}`);
-  for (const v of defined) check(used.has(v), `.env.example sets ${v}, which docker-compose.yml never uses`);
+  for (const v of defined) check(used.has(v), `.env.example sets ${v}, which no compose file uses`);
+  scaleOut(dc, scale);
+}
+
+// docker-compose.scale.yml: PostgreSQL, three clustered NATS nodes, replicable gateways and
+// mutators on both, and the nginx recipe in front with ip_hash (tickets are per gateway).
+function scaleOut(dc, scale) {
+  const r = spawnSync(dc, ['-f', scale, '--env-file', path.join(d.deployDir, '.env.example'), 'config'],
+    { env: d.toolEnv() });
+  check(r.status === 0, `docker-compose config: ${r.stderr}`);
+  const y = spawnSync('/usr/bin/python3', ['-c', 'import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'],
+    { input: r.stdout });
+  const s = JSON.parse(y.stdout.toString()).services;
+  for (const n of ['postgres', 'nats-1', 'nats-2', 'nats-3', 'gateway', 'mutator', 'proxy']) check(s[n], `service ${n}`);
+  for (const w of ['gateway', 'mutator']) {
+    const env = s[w].environment;
+    check(env.TOPOBUS_BUS.split(',').length === 3, `${w} knows all three NATS nodes`);
+    check(/^postgres:\/\//.test(env.TOPOBUS_DB), `${w} uses PostgreSQL`);
+    check(env.TOPOBUS_NATS_REPLICAS === '3', `${w} asks for a replicated stream`);
+    check(!s[w].ports, `${w} publishes no port, so it can be scaled`);
+  }
+  const conf = fs.readFileSync(path.join(d.deployDir, 'nginx', 'topobus.conf'), 'utf8');
+  const cmd = [].concat(s.proxy.command).join(' ');
+  const from = /sed 's\|([^|]+)\|([^|]+)\|'/.exec(cmd);
+  check(from && conf.includes(from[1]), `the proxy rewrites a line deploy/nginx/topobus.conf has: ${from && from[1]}`);
+  check(/ip_hash;/.test(from[2]) && /server gateway:8080;/.test(from[2]), `sticky upstream of gateway replicas: ${from[2]}`);
+  const cluster = fs.readFileSync(path.join(d.deployDir, 'nats-cluster.conf'), 'utf8');
+  for (const n of ['nats-1', 'nats-2', 'nats-3']) check(cluster.includes(`nats-route://${n}:6222`), `route to ${n}`);
+  check(/^\s*jetstream\s*[{:]/m.test(cluster), 'JetStream on in the cluster');
 }
 
 function systemdUnits() {
