@@ -41,7 +41,7 @@ static void nap_ms(long ms)
 static bool token_from_log(server_t *s, const char *log)
 {
     for (long long end = tb_test_now_ms() + 5000; tb_test_now_ms() < end; nap_ms(20)) {
-        char *text = h_read_file(log);
+        char *text = tb_test_read_file(log, NULL);
         const char *p = text ? strstr(text, "admin token:") : NULL;
         if (p) {
             p += strlen("admin token:");

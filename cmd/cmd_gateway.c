@@ -21,21 +21,10 @@ int tb__cmd_gateway(int argc, char **argv)
 {
     tb__cmd_block_signals();
     tb_config_t cfg;
-    const char *args[1];
-    size_t nargs;
-    bool help;
+    int early = tb__cmd_load_settings(&gateway_spec, argc, argv, &cfg);
+    if (early >= 0)
+        return early;
     char err[512];
-    if (tb_config_load(&cfg, &gateway_spec, argc, argv, NULL, args, &nargs, &help, err,
-                       sizeof err)) {
-        tb__cmd_error("%s", err);
-        return TB_EXIT_USAGE;
-    }
-    if (help) {
-        tb_config_print_help(&gateway_spec, 1);
-        tb_config_cleanup(&cfg);
-        return TB_EXIT_OK;
-    }
-    tb_log_set_level(cfg.log_level);
     int rc = TB_EXIT_USAGE;
     tb_auth_t *auth = NULL;
     tb_gateway_t *gw = NULL;

@@ -33,6 +33,12 @@ int tb__cmd_gateway(int argc, char **argv);
 int tb__cmd_mutator(int argc, char **argv);
 int tb__cmd_serve(int argc, char **argv);
 
+/**
+ * Loads the settings of a long-running subcommand (no arguments or options of
+ * its own) and applies the log level. Returns -1 to go on, or the exit code
+ * to return at once: 2 after one line naming a bad setting, 0 after --help.
+ */
+int tb__cmd_load_settings(const tb_cli_spec_t *spec, int argc, char **argv, tb_config_t *cfg);
 /** Opens cfg->db_url; on failure prints one line and returns the exit code (else 0). */
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out);
 /** Configures the process bus from cfg->bus_url; exit code as above. */

@@ -18,21 +18,9 @@ int tb__cmd_mutator(int argc, char **argv)
 {
     tb__cmd_block_signals();
     tb_config_t cfg;
-    const char *args[1];
-    size_t nargs;
-    bool help;
-    char err[512];
-    if (tb_config_load(&cfg, &mutator_spec, argc, argv, NULL, args, &nargs, &help, err,
-                       sizeof err)) {
-        tb__cmd_error("%s", err);
-        return TB_EXIT_USAGE;
-    }
-    if (help) {
-        tb_config_print_help(&mutator_spec, 1);
-        tb_config_cleanup(&cfg);
-        return TB_EXIT_OK;
-    }
-    tb_log_set_level(cfg.log_level);
+    int early = tb__cmd_load_settings(&mutator_spec, argc, argv, &cfg);
+    if (early >= 0)
+        return early;
     tb_store_t *store = NULL;
     tb_mutator_t *mutator = NULL;
     /* Every setting is checked before anything is opened or created. */

@@ -106,21 +106,9 @@ int tb__cmd_serve(int argc, char **argv)
 {
     tb__cmd_block_signals();
     tb_config_t cfg;
-    const char *args[1];
-    size_t nargs;
-    bool help;
-    char err[512];
-    if (tb_config_load(&cfg, &serve_spec, argc, argv, NULL, args, &nargs, &help, err,
-                       sizeof err)) {
-        tb__cmd_error("%s", err);
-        return TB_EXIT_USAGE;
-    }
-    if (help) {
-        tb_config_print_help(&serve_spec, 1);
-        tb_config_cleanup(&cfg);
-        return TB_EXIT_OK;
-    }
-    tb_log_set_level(cfg.log_level);
+    int early = tb__cmd_load_settings(&serve_spec, argc, argv, &cfg);
+    if (early >= 0)
+        return early;
     serve_parts_t p = {0};
     char secret[2 * SECRET_BYTES + 1];
     bool generated = false;

@@ -13,6 +13,25 @@
 #include "tb/bus.h"
 #include "tb/log.h"
 
+int tb__cmd_load_settings(const tb_cli_spec_t *spec, int argc, char **argv, tb_config_t *cfg)
+{
+    const char *args[1];
+    size_t nargs;
+    bool help;
+    char err[512];
+    if (tb_config_load(cfg, spec, argc, argv, NULL, args, &nargs, &help, err, sizeof err)) {
+        tb__cmd_error("%s", err);
+        return TB_EXIT_USAGE;
+    }
+    if (help) {
+        tb_config_print_help(spec, 1);
+        tb_config_cleanup(cfg);
+        return TB_EXIT_OK;
+    }
+    tb_log_set_level(cfg->log_level);
+    return -1;
+}
+
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out)
 {
     tb_store_err_t err;

@@ -10,30 +10,25 @@
 #include <string.h>
 
 #include "tb/buf.h"
+#include "vectors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int replay_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    size_t len = 0;
+    char *text = tb_test_read_file(path, &len);
+    if (!text) {
         fprintf(stderr, "cannot open %s\n", path);
         return 1;
     }
-    tb_buf_t buf;
-    tb_buf_init(&buf);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        tb_buf_append(&buf, chunk, n);
-    fclose(f);
     /* Copy into an exact-size allocation so ASan sees reads past the input's end. */
-    uint8_t *exact = malloc(buf.len ? buf.len : 1);
-    if (buf.len)
-        memcpy(exact, buf.data, buf.len);
-    LLVMFuzzerTestOneInput(exact, buf.len);
+    uint8_t *exact = malloc(len ? len : 1);
+    if (len)
+        memcpy(exact, text, len);
+    LLVMFuzzerTestOneInput(exact, len);
     free(exact);
-    tb_buf_cleanup(&buf);
+    free(text);
     return 0;
 }
 

@@ -6,47 +6,16 @@
 // SIGTERM and its log holds none of the tokens.
 // Usage: node jwt_interop.js <path to topobus>
 'use strict';
-const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const jwt = require('jsonwebtoken');
+const { run, within, waitFor, check, children } = require('./lib/harness');
 
 const topobus = process.argv[2];
 const secret = 'node-interop-secret-0123456789abcdef';
-const children = new Set();
 
-function run(cmd, args, env) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  children.add(child);
-  const out = { stdout: '', stderr: '' };
-  child.stdout.on('data', (d) => { out.stdout += d; });
-  child.stderr.on('data', (d) => { out.stderr += d; });
-  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => {
-    children.delete(child);
-    resolve({ code, signal, ...out });
-  }));
-  child.out = out;
-  return child;
-}
-
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function waitFor(cond, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function check(cond, msg) { if (!cond) throw new Error(`check failed: ${msg}`); }
-
-const env = { TOPOBUS_JWT_SECRET: secret, TOPOBUS_JWT_SECRET_FILE: '', TOPOBUS_JWT_PUBLIC_KEY_FILE: '' };
+const env = { ...process.env, TOPOBUS_JWT_SECRET: secret, TOPOBUS_JWT_SECRET_FILE: '', TOPOBUS_JWT_PUBLIC_KEY_FILE: '' };
 
 async function status(base, method, route, token, body) {
   const headers = token ? { authorization: `Bearer ${token}` } : {};
@@ -89,7 +58,7 @@ async function tokensFromJsonwebtoken(base, used) {
 }
 
 async function tokenFromTopobus(used) {
-  const t = run(topobus, ['token', '--sub', 'carol', '--role', 'viewer,publisher', '--ttl', '120'], env);
+  const t = run(topobus, ['token', '--sub', 'carol', '--role', 'viewer,publisher', '--ttl', '120'], { env });
   const r = await within(t.exited, 10000, 'topobus token');
   check(r.code === 0, `topobus token exit ${r.code}: ${r.stderr}`);
   const token = r.stdout.trim();
@@ -107,7 +76,7 @@ async function tokenFromTopobus(used) {
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-jwt-'));
   const gw = run(topobus, ['gateway', '--listen', '127.0.0.1:0', '--bus', 'none', '--loops', '1',
-    '--db', `sqlite:${path.join(dir, 'gw.db')}`], env);
+    '--db', `sqlite:${path.join(dir, 'gw.db')}`], { env });
   const used = [];
   try {
     await waitFor(() => gw.out.stderr.includes('serving on '), 15000, 'gateway serving');

@@ -16,13 +16,9 @@ const char *tb_test_vectors_dir(void)
     return dir;
 }
 
-char *tb_test_read_vector(const char *relpath, size_t *len)
+char *tb_test_read_file(const char *path, size_t *len)
 {
-    tb_buf_t path;
-    tb_buf_init(&path);
-    tb_buf_appendf(&path, "%s/%s", tb_test_vectors_dir(), relpath);
-    FILE *f = fopen(path.data, "rb");
-    tb_buf_cleanup(&path);
+    FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
     tb_buf_t content;
@@ -33,4 +29,14 @@ char *tb_test_read_vector(const char *relpath, size_t *len)
         tb_buf_append(&content, chunk, n);
     fclose(f);
     return tb_buf_steal(&content, len);
+}
+
+char *tb_test_read_vector(const char *relpath, size_t *len)
+{
+    tb_buf_t path;
+    tb_buf_init(&path);
+    tb_buf_appendf(&path, "%s/%s", tb_test_vectors_dir(), relpath);
+    char *text = tb_test_read_file(path.data, len);
+    tb_buf_cleanup(&path);
+    return text;
 }

@@ -64,21 +64,6 @@ void h_write_file(const char *path, const char *text, bool script)
     chmod(path, script ? 0755 : 0644);
 }
 
-char *h_read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    tb_buf_t b;
-    tb_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        tb_buf_append(&b, chunk, n);
-    fclose(f);
-    return tb_buf_steal(&b, NULL);
-}
-
 static size_t collect(char *data, size_t size, size_t n, void *ud)
 {
     tb_buf_append(ud, data, size * n);

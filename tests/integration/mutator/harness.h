@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "vectors.h"
+
 #include "proc.h"
 
 #ifndef TB_TOPOBUS_BIN
@@ -32,8 +34,6 @@ void h_reap_all(void);
 /** Writes text to path with mode (a hook script: "#!/bin/sh\n" is prepended when script). */
 void h_write_file(const char *path, const char *text, bool script);
 
-/** A new string holding the file (NULL if it cannot be read). */
-char *h_read_file(const char *path);
 
 /** Performs an HTTP request; *status gets the code, the body is parsed JSON (new) or NULL. */
 json_t *h_http(const char *method, const char *base, const char *path, const char *token,

@@ -33,7 +33,7 @@ static int hook_runs(const crash_t *c)
 {
     char path[400];
     snprintf(path, sizeof path, "%s/runs", c->dir);
-    char *text = h_read_file(path);
+    char *text = tb_test_read_file(path, NULL);
     int n = text ? atoi(text) : 0;
     free(text);
     return n;
@@ -50,7 +50,7 @@ static void kill_orphans(const crash_t *c)
 {
     char path[400];
     snprintf(path, sizeof path, "%s/pids", c->dir);
-    char *text = h_read_file(path);
+    char *text = tb_test_read_file(path, NULL);
     for (char *save = NULL, *tok = text ? strtok_r(text, "\n", &save) : NULL; tok;
          tok = strtok_r(NULL, "\n", &save))
         kill(-(pid_t)atol(tok), SIGKILL);

@@ -191,7 +191,7 @@ static void test_e2e_serve_alone(void **state)
     assert_true(tb_test_wait_port(port, 10000));
     char admin[1024] = "", viewer[1024] = "", url[1200] = "";
     for (long long end = tb_test_now_ms() + 5000; !url[0] && tb_test_now_ms() < end;) {
-        char *text = h_read_file(log);
+        char *text = tb_test_read_file(log, NULL);
         if (text && field(text, "admin token:", admin, sizeof admin) &&
             field(text, "viewer token:", viewer, sizeof viewer))
             field(text, "editor:", url, sizeof url);
@@ -209,7 +209,7 @@ static void test_e2e_serve_alone(void **state)
     story(base, admin);
     stop_cleanly(pid);
     /* Printed once. */
-    char *text = h_read_file(log);
+    char *text = tb_test_read_file(log, NULL);
     assert_non_null(text);
     const char *first = strstr(text, "admin token:");
     assert_non_null(first);

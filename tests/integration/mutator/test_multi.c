@@ -63,7 +63,7 @@ static bool all_applied(void *ud)
 
 static long applied_in_log(const char *path)
 {
-    char *text = h_read_file(path);
+    char *text = tb_test_read_file(path, NULL);
     assert_non_null(text);
     const char *p = strstr(text, "stopped: applied=");
     long n = p ? strtol(p + strlen("stopped: applied="), NULL, 10) : -1;

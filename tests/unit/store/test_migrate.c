@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "vectors.h"
 #include <sqlite3.h>
 
 #include "store_fixture.h"
@@ -79,16 +81,9 @@ static char *read_schema(const char *name)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", TB_STORE_SCHEMA_DIR, name);
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    tb_buf_t b;
-    tb_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        tb_buf_append(&b, chunk, n);
-    fclose(f);
-    return tb_buf_steal(&b, NULL);
+    char *text = tb_test_read_file(path, NULL);
+    assert_non_null(text);
+    return text;
 }
 
 static void test_migrate_version_1_file_upgraded_rows_kept(void **state)
