@@ -19,6 +19,7 @@ function pgBin(name) {
 class Postgres {
   async start() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-pg-'));
+    h.onExit(() => this.stop()); /* pg_ctl daemonizes the server: stop it however the test ends */
     fs.chmodSync(this.dir, 0o755);
     execFileSync('chown', ['postgres:postgres', this.dir]);
     this.data = path.join(this.dir, 'data');
@@ -53,6 +54,7 @@ class NatsCluster {
         dir: fs.mkdtempSync(path.join(os.tmpdir(), `tb-nats-n${i + 1}-`)) });
     }
     this.url = this.nodes.map((n) => `nats://127.0.0.1:${n.port}`).join(',');
+    h.onExit(() => { for (const n of this.nodes) fs.rmSync(n.dir, { recursive: true, force: true }); });
     for (const n of this.nodes) this.startNode(n);
     for (const n of this.nodes) await h.waitPort(n.port, 10000);
   }

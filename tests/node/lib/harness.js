@@ -11,6 +11,18 @@ const os = require('os');
 const path = require('path');
 
 const children = new Set();
+const exitHooks = [];
+
+// Whatever ends the test (a failed check, an exception, a crash in a callback), every
+// child is killed and every registered cleanup runs: nothing a test started outlives it.
+function onExit(fn) { exitHooks.push(fn); }
+function cleanupAtExit() {
+  for (const c of children) { try { c.kill('SIGKILL'); } catch (e) { /* gone */ } }
+  for (const fn of exitHooks.splice(0)) { try { fn(); } catch (e) { /* best effort */ } }
+}
+process.on('exit', cleanupAtExit);
+process.on('uncaughtException', (e) => { console.error(e.stack || String(e)); process.exit(1); });
+process.on('unhandledRejection', (e) => { console.error((e && e.stack) || String(e)); process.exit(1); });
 
 function which(name) {
   const dirs = (process.env.PATH || '').split(':').concat(['/usr/sbin', '/usr/local/sbin', '/usr/bin']);
@@ -85,6 +97,7 @@ class Nats {
   constructor(jetstream) {
     this.jetstream = jetstream;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-nats-'));
+    onExit(() => fs.rmSync(this.dir, { recursive: true, force: true }));
   }
   // Picks the port (and URL) without starting, so a client can be pointed at a server not yet up.
   async reserve() {
@@ -117,6 +130,7 @@ class Gateway {
     this.topobus = topobus;
     this.opts = opts;
     this.dir = opts.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'tb-gw-'));
+    if (!opts.dir) onExit(() => fs.rmSync(this.dir, { recursive: true, force: true }));
     this.secret = opts.secret || 'test-secret-0123456789abcdef0123456789';
   }
   env(extra = {}) {
@@ -261,5 +275,5 @@ async function runCases(cases, cleanup) {
 
 module.exports = {
   which, freePort, waitPort, run, within, waitFor, check, killAll, Nats, Gateway, request, Stream,
-  cpuTicks, rssKb, runCases, children,
+  cpuTicks, rssKb, runCases, children, onExit,
 };
