@@ -35,6 +35,13 @@ class Postgres {
     this.url = `postgres://postgres@127.0.0.1:${this.port}/topobus`;
   }
   alive() { try { process.kill(this.pid, 0); return true; } catch (e) { return false; } }
+  // Stops the server and starts it again on the same port and data, as an outage would.
+  halt() { this.asPg(pgBin('pg_ctl'), ['-D', this.data, '-m', 'fast', '-w', 'stop']); }
+  resume() {
+    this.asPg(pgBin('pg_ctl'), ['-D', this.data, '-w', '-t', '30', '-l', path.join(this.dir, 'log'), '-o',
+      `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
+    this.pid = Number(fs.readFileSync(path.join(this.data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  }
   stop() {
     if (!this.dir) return;
     try { this.asPg(pgBin('pg_ctl'), ['-D', this.data, '-m', 'fast', '-w', 'stop']); } catch (e) {
@@ -78,4 +85,4 @@ class NatsCluster {
   }
 }
 
-module.exports = { Postgres, NatsCluster };
+module.exports = { Postgres, NatsCluster, pgBin };
