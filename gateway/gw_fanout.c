@@ -251,17 +251,17 @@ void gw_fanout_retry(gw_fanout_t *f)
     }
     /* Take references first: the lock is released around each subscribe. */
     size_t n = 0;
-    entry_t **todo = tb_xcalloc(f->unsubscribed, sizeof *todo);
+    entry_t **pending = tb_xcalloc(f->unsubscribed, sizeof *pending);
     for (size_t b = 0; b < REGISTRY_BUCKETS && n < f->unsubscribed; b++) {
         for (entry_t *e = f->buckets[b]; e && n < f->unsubscribed; e = e->next) {
             if (!e->sub && !e->subscribing) {
                 e->refs++;
-                todo[n++] = e;
+                pending[n++] = e;
             }
         }
     }
     for (size_t i = 0; i < n; i++) {
-        entry_t *e = todo[i];
+        entry_t *e = pending[i];
         bool was_missing = !e->sub;
         if (subscribe_locked(f, e) == TB_OK && was_missing) {
             /* Events may have gone by while it was missing: the streams resync. */
@@ -278,7 +278,7 @@ void gw_fanout_retry(gw_fanout_t *f)
         }
     }
     pthread_mutex_unlock(&f->lock);
-    free(todo);
+    free(pending);
 }
 
 size_t gw_fanout_count(gw_fanout_t *f)
