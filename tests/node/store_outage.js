@@ -27,6 +27,9 @@ async function main() {
       id = r.json.id;
       mutator = h.run(topobus, ['mutator', '--db', pg.url, '--bus', 'none', '--poll', '1'],
         { env: { ...process.env, TOPOBUS_LOG: 'info' } });
+      // A mutator that cannot open the store at start exits (its supervisor
+      // restarts it); the outage under test is one that comes after.
+      await waitFor(() => /mutator: started/.test(mutator.out.stderr), 10000, 'the mutator started');
       before = new Stream(gw.base, `/topologies/${id}/events?token=${token}`);
       await within(before.ready, 5000, 'stream');
       await waitFor(() => before.events('snapshot').length === 1, 5000, 'snapshot');
@@ -63,7 +66,10 @@ async function main() {
         { token, body: { op: 'add_node', payload: { id: 'n1', kind: 'router' } } });
       check(r.status === 202, `enqueue after the outage: ${r.status} ${r.body}`);
       await waitFor(async () => (await request(gw.base, 'GET', `/topologies/${id}`, { token })).json.version === 1,
-        10000, 'the mutator applied it');
+        10000, 'the mutator applied it').catch((e) => {
+        process.stderr.write(`mutator log:\n${mutator.out.stderr}${mutator.out.stdout}`);
+        throw e;
+      });
       check(mutator.exitCode === null, 'the mutator kept running through the outage');
       check(!before.closed, 'the first stream is still open');
     }],
