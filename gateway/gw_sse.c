@@ -99,10 +99,26 @@ static void loop_add_queued(gw_loop_t *loop, int64_t delta)
     atomic_store_explicit(&loop->queued_bytes, now + delta, memory_order_relaxed);
 }
 
+gw_loop_frame_t *tb__gw_sse_hold(gw_frame_t *f)
+{
+    gw_loop_frame_t *lf = tb_xmalloc(sizeof *lf);
+    lf->frame = gw_frame_ref(f);
+    lf->uses = 1;
+    return lf;
+}
+
+void tb__gw_sse_release(gw_loop_frame_t *lf)
+{
+    if (--lf->uses == 0) {
+        gw_frame_unref(lf->frame);
+        free(lf);
+    }
+}
+
 void tb__gw_sse_queue_clear(gw_session_t *s)
 {
     for (uint32_t i = 0; i < s->count; i++)
-        gw_frame_unref(s->ring[(s->head + i) % s->cap]);
+        tb__gw_sse_release(s->ring[(s->head + i) % s->cap]);
     loop_add_queued(s->loop, -(int64_t)s->queued_bytes);
     s->head = s->count = 0;
     s->queued_bytes = 0;
@@ -119,8 +135,9 @@ void tb__gw_sse_schedule_resync(gw_session_t *s)
         tb__gw_sse_want_snapshot(s);
 }
 
-void tb__gw_sse_enqueue(gw_session_t *s, gw_frame_t *f)
+void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
 {
+    const gw_frame_t *f = lf->frame;
     if (f->seq && f->seq <= s->min_seq)
         return; /* already sent by a replay */
     if (s->resync)
@@ -132,7 +149,7 @@ void tb__gw_sse_enqueue(gw_session_t *s, gw_frame_t *f)
     if (s->count == s->cap) {
         /* Grow the ring lazily: most streams never hold more than a few frames. */
         uint32_t cap = s->cap ? s->cap * 2 : 4;
-        gw_frame_t **ring = tb_xmalloc(cap * sizeof *ring);
+        gw_loop_frame_t **ring = tb_xmalloc(cap * sizeof *ring);
         for (uint32_t i = 0; i < s->count; i++)
             ring[i] = s->ring[(s->head + i) % s->cap];
         free(s->ring);
@@ -140,7 +157,8 @@ void tb__gw_sse_enqueue(gw_session_t *s, gw_frame_t *f)
         s->cap = cap;
         s->head = 0;
     }
-    s->ring[(s->head + s->count) % s->cap] = gw_frame_ref(f);
+    lf->uses++;
+    s->ring[(s->head + s->count) % s->cap] = lf;
     s->count++;
     s->queued_bytes += f->len;
     loop_add_queued(s->loop, (int64_t)f->len);
@@ -305,7 +323,8 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
         tb_buf_cleanup(&s->control); /* a snapshot's worth of capacity is not kept idle */
     }
     while (s->count > 0 && !s->holding) {
-        gw_frame_t *f = s->ring[s->head];
+        gw_loop_frame_t *lf = s->ring[s->head];
+        const gw_frame_t *f = lf->frame;
         if (n + f->len > room && n > 0)
             break;
         if (f->len > room) {
@@ -319,7 +338,7 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
         s->count--;
         s->queued_bytes -= f->len;
         loop_add_queued(s->loop, -(int64_t)f->len);
-        gw_frame_unref(f);
+        tb__gw_sse_release(lf);
         if (s->control.len > 0)
             break;
     }

@@ -21,6 +21,17 @@ typedef struct gw_loop_topology {
     char id[TB_TOPOLOGY_ID_BUF_SIZE];
 } gw_loop_topology_t;
 
+/*
+ * One loop's hold on a shared frame. The frame's own count is atomic because
+ * loops on several threads share it; the streams of one loop count their
+ * uses here instead, without atomics, so a delivery does not bounce the
+ * frame's cache line between cores. The holder keeps one frame reference.
+ */
+typedef struct gw_loop_frame {
+    gw_frame_t *frame;
+    uint32_t uses;
+} gw_loop_frame_t;
+
 typedef enum gw_phase {
     GW_SSE_OPENING,   /* the opening read (snapshot or replay) is on a worker */
     GW_SSE_HEADERS,   /* opened: the next WRITEABLE sends the headers */
@@ -34,7 +45,7 @@ typedef struct gw_session {
     struct gw_session *topic_prev, *topic_next;
     struct gw_session *loop_prev, *loop_next;
     gw_user_slot_t *slot;
-    gw_frame_t **ring;
+    gw_loop_frame_t **ring;
     uint32_t head, count, cap;
     size_t queued_bytes;
     tb_buf_t control; /* text that goes before queued frames: retry, snapshots, notices */
@@ -54,7 +65,12 @@ typedef struct gw_session {
 gw_loop_topology_t *tb__gw_sse_topic_find(gw_loop_t *loop, const char *id);
 void tb__gw_sse_request_write(gw_session_t *s);
 void tb__gw_sse_queue_clear(gw_session_t *s);
-void tb__gw_sse_enqueue(gw_session_t *s, gw_frame_t *f);
+/** A loop-local holder of f with one use (the caller's), taking a reference on f. */
+gw_loop_frame_t *tb__gw_sse_hold(gw_frame_t *f);
+/** Gives back one use; the last frees the holder and drops its frame reference. */
+void tb__gw_sse_release(gw_loop_frame_t *lf);
+/** Queues lf for s (one more use) unless replayed already or covered by a coming snapshot. */
+void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf);
 /** Drops the backlog and has a fresh snapshot sent instead (CONTRACT §3.6). */
 void tb__gw_sse_schedule_resync(gw_session_t *s);
 /** Queues `event: error` and closes the stream once it is written (CONTRACT §3.7). */

@@ -68,8 +68,10 @@ void tb__gw_sse_handle_msg(gw_loop_t *loop, const gw_msg_t *m)
             return;
         if (m->frame->seq > t->last_seq)
             t->last_seq = m->frame->seq;
+        gw_loop_frame_t *lf = tb__gw_sse_hold(m->frame);
         for (gw_session_t *s = t->sessions; s; s = s->topic_next)
-            tb__gw_sse_enqueue(s, m->frame);
+            tb__gw_sse_enqueue(s, lf);
+        tb__gw_sse_release(lf);
         return;
     }
     case GW_MSG_DROPPED: {

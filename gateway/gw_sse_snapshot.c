@@ -125,21 +125,25 @@ void tb__gw_sse_append_snapshot(gw_session_t *s, json_t *snap_take, uint64_t cur
 static void take_replay(gw_session_t *s, snap_job_t *j)
 {
     uint32_t nlive = s->count;
-    gw_frame_t **live = tb_xcalloc(nlive ? nlive : 1, sizeof *live);
-    for (uint32_t i = 0; i < nlive; i++)
-        live[i] = gw_frame_ref(s->ring[(s->head + i) % s->cap]);
+    gw_loop_frame_t **live = tb_xcalloc(nlive ? nlive : 1, sizeof *live);
+    for (uint32_t i = 0; i < nlive; i++) {
+        live[i] = s->ring[(s->head + i) % s->cap];
+        live[i]->uses++; /* kept across the clear below */
+    }
     tb__gw_sse_queue_clear(s);
     uint64_t last = j->cursor.seq;
     s->min_seq = last;
     for (size_t i = 0; i < j->nframes; i++) {
-        tb__gw_sse_enqueue(s, j->frames[i]);
+        gw_loop_frame_t *lf = tb__gw_sse_hold(j->frames[i]);
+        tb__gw_sse_enqueue(s, lf);
+        tb__gw_sse_release(lf);
         if (j->frames[i]->seq > last)
             last = j->frames[i]->seq;
     }
     s->min_seq = last;
     for (uint32_t i = 0; i < nlive; i++) {
         tb__gw_sse_enqueue(s, live[i]);
-        gw_frame_unref(live[i]);
+        tb__gw_sse_release(live[i]);
     }
     free(live);
 }
