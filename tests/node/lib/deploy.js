@@ -129,16 +129,16 @@ function installed(pkg) {
 // Every installed package a package pulls in through Depends/Pre-Depends.
 function dependencyClosure(pkgs) {
   const seen = new Set();
-  const todo = [...pkgs];
-  while (todo.length) {
-    const p = todo.pop();
+  const unvisited = [...pkgs];
+  while (unvisited.length) {
+    const p = unvisited.pop();
     if (seen.has(p)) continue;
     seen.add(p);
     const deps = `${pkgField(p, 'Depends') || ''},${pkgField(p, 'Pre-Depends') || ''}`;
     for (const clause of deps.split(',')) {
       const alts = clause.split('|').map((a) => a.trim().split(/[\s(:]/)[0]).filter(Boolean);
       const pick = alts.find(installed);
-      if (pick && !seen.has(pick)) todo.push(pick);
+      if (pick && !seen.has(pick)) unvisited.push(pick);
     }
   }
   return seen;
