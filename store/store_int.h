@@ -75,6 +75,15 @@ extern const struct tb_store_ops tb__store_pg_ops;
 tb_status tb__store_fail(tb_store_err_t *err, tb_status st, tb_store_reason reason,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/**
+ * The enqueue admission rule, the same on every backend: the topology's
+ * status accepts mutations (else not_mutable) and, unless expected is
+ * TB_STORE_NO_VERSION, it is at that version (else version_conflict, with
+ * err->current and err->expected set). TB_OK or TB_ECONFLICT.
+ */
+tb_status tb__store_check_enqueue(tb_topology_status status, int64_t version, int64_t expected,
+                                  tb_store_err_t *err);
+
 /** Epoch milliseconds now (wall clock). */
 int64_t tb__store_now_ms(void);
 

@@ -52,17 +52,9 @@ static tb_status enqueue_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_
     tb_status st = tb__pg_topology_read_state(q, true, c->topology_id, &status, &version, err);
     if (st)
         return st;
-    if (!tb_topology_status_mutable(status))
-        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_NOT_MUTABLE,
-                              "a %s topology accepts no mutations",
-                              tb_topology_status_name(status));
-    if (c->expected_version != TB_STORE_NO_VERSION && c->expected_version != version) {
-        err->current = version;
-        err->expected = c->expected_version;
-        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
-                              "the topology is at version %lld, not %lld", (long long)version,
-                              (long long)c->expected_version);
-    }
+    st = tb__store_check_enqueue(status, version, c->expected_version, err);
+    if (st)
+        return st;
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     const char *values[] = {c->id, c->topology_id, c->op, c->payload_text, now.s};
     return row_query(q, TB_PG_MUT_INSERT, 5, values, "insert mutation", "no row inserted", row,

@@ -24,20 +24,9 @@ tb_status tb__sq_mutation_enqueue(tb_store_t *s, const char *id, const char *top
     result = tb__sq_topology_state(q, topology_id, &status, &version, err);
     if (result)
         goto fail;
-    if (!tb_topology_status_mutable(status)) {
-        result = tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_NOT_MUTABLE,
-                                "a %s topology accepts no mutations",
-                                tb_topology_status_name(status));
+    result = tb__store_check_enqueue(status, version, expected_version, err);
+    if (result)
         goto fail;
-    }
-    if (expected_version != TB_STORE_NO_VERSION && expected_version != version) {
-        err->current = version;
-        err->expected = expected_version;
-        result = tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
-                                "the topology is at version %lld, not %lld", (long long)version,
-                                (long long)expected_version);
-        goto fail;
-    }
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_MUT_INSERT);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, topology_id, -1, SQLITE_STATIC);

@@ -1,7 +1,8 @@
 /*
  * Validation of what enters the store from outside, independent of any
  * backend: topology names, failure reasons and the nodes/links graph of
- * CONTRACT §4, plus its canonical serialisation. Pure functions; any thread.
+ * CONTRACT §4, its canonical serialisation, and the enqueue admission rule.
+ * Pure functions; any thread.
  * Unique-id checks use a jansson object as a hash set, so a graph of tens of
  * thousands of nodes validates in linear time.
  */
@@ -189,6 +190,23 @@ tb_status tb__store_check_text(const char *s, size_t max, bool single_line, cons
         if ((c < 0x20 || c == 0x7f) && (single_line || (c != '\n' && c != '\t')))
             return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
                                   "%s contains a control character", what);
+    }
+    return TB_OK;
+}
+
+tb_status tb__store_check_enqueue(tb_topology_status status, int64_t version, int64_t expected,
+                                  tb_store_err_t *err)
+{
+    if (!tb_topology_status_mutable(status))
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_NOT_MUTABLE,
+                              "a %s topology accepts no mutations",
+                              tb_topology_status_name(status));
+    if (expected != TB_STORE_NO_VERSION && expected != version) {
+        err->current = version;
+        err->expected = expected;
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
+                              "the topology is at version %lld, not %lld", (long long)version,
+                              (long long)expected);
     }
     return TB_OK;
 }
