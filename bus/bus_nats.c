@@ -38,7 +38,7 @@
 #include "tb/clock.h"
 #include "tb/log.h"
 
-enum { WAIT_CLOSE_MS = 5000, ENCODE_STACK = 4096 };
+enum { WAIT_CLOSE_MS = 5000, ENCODE_STACK = 4096, SUBSCRIBE_CONFIRM_MS = 1000 };
 
 bool tb__nats_in_stream(const char *pattern)
 {
@@ -415,7 +415,20 @@ static tb_status nats_subscribe(tb_bus_t *bus, tb_sub_t *sub)
     sub->backend = s;
     sub->backend_free = free_nats_sub;
     s->stream = nb->js && tb__nats_in_stream(sub->pattern);
-    return tb__nats_subscribe_ns(nb, sub, 0, &s->ns) == NATS_OK ? TB_OK : TB_EBACKEND;
+    if (tb__nats_subscribe_ns(nb, sub, 0, &s->ns) != NATS_OK)
+        return TB_EBACKEND;
+    /* nats.c only queues the SUB: without a round trip, an event another
+     * process publishes right after this returns can reach the server first
+     * and be lost to this subscription. A PING after the SUB answers once
+     * the server has the interest. Skipped while disconnected, when the
+     * flush would only wait out its timeout. */
+    if (natsConnection_Status(nb->nc) == NATS_CONN_STATUS_CONNECTED) {
+        natsStatus fs = natsConnection_FlushTimeout(nb->nc, SUBSCRIBE_CONFIRM_MS);
+        if (fs != NATS_OK)
+            tb_log(TB_LOG_DEBUG, "bus", "subscribe not confirmed pattern=%s error=%s",
+                   sub->pattern, natsStatus_GetText(fs));
+    }
+    return TB_OK;
 }
 
 static void nats_unsubscribe(tb_bus_t *bus, tb_sub_t *sub)

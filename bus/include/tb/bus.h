@@ -149,6 +149,12 @@ tb_status tb_bus_drain(tb_bus_t *bus, int timeout_ms);
  * passed to the handlers. *out is a new handle, closed with tb_sub_close.
  * TB_EINVAL for a bad pattern or missing on_event, TB_EBACKEND if the
  * backend refused (logged). If it fails, no callback ever runs.
+ * On TB_OK every event published after the call returns, by any process,
+ * reaches the handlers: nats waits (up to about a second, only while
+ * connected) for the server to confirm the interest, so a caller may read
+ * a snapshot right after subscribing without a gap. While disconnected the
+ * interest is sent on reconnect, and what was missed is reported as usual.
+ * May block for that round trip: not for an event loop.
  */
 tb_status tb_bus_subscribe(tb_bus_t *bus, const char *pattern, const tb_sub_handlers_t *h,
                            void *ud, tb_sub_t **out);
