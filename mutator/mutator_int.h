@@ -2,7 +2,7 @@
  * Private to the mutator module: the worker's state, shared by the loop
  * (mutator_worker.c) and the drain pass (mutator_drain.c), and helpers.
  *
- * Lock: `lock` guards wake, hints and the condition variable; it is never
+ * Lock: `lock` guards wake, rescan, hints and the condition variable; it is never
  * held across a store call, a bus call or a hook. Everything else but the
  * atomics belongs to the worker thread (or to tb_mutator_run_once's caller
  * while the thread is not running).
@@ -32,6 +32,7 @@ struct tb_mutator {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     bool wake;           /* a pass was asked for */
+    bool rescan;         /* the next pass looks at the whole store: requests may have been missed */
     json_t *hints;       /* topology ids with a deploy/teardown request: object used as a set */
     atomic_bool stop;    /* set under lock, read anywhere */
 

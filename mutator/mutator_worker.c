@@ -64,6 +64,22 @@ static void on_enqueued(tb_event_t *ev, void *ud)
     tb_mutator_wake(ud);
 }
 
+/* Requests announced while not listening, or lost by the bus, are found by a full pass. */
+static void ask_rescan(tb_mutator_t *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->rescan = true;
+    m->wake = true;
+    pthread_cond_signal(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void on_dropped(uint64_t count, void *ud)
+{
+    (void)count;
+    ask_rescan(ud);
+}
+
 /* Deploy and teardown requests name their topology: remember it for the next pass. */
 static void on_status(tb_event_t *ev, void *ud)
 {
@@ -94,8 +110,8 @@ static bool attach_bus(tb_mutator_t *m)
     tb_bus_t *bus = m->deps.bus_provider(m->deps.bus_provider_ud);
     if (!bus)
         return false;
-    tb_sub_handlers_t enq = {.on_event = on_enqueued};
-    tb_sub_handlers_t sts = {.on_event = on_status};
+    tb_sub_handlers_t enq = {.on_event = on_enqueued, .on_dropped = on_dropped};
+    tb_sub_handlers_t sts = {.on_event = on_status, .on_dropped = on_dropped};
     if (tb_bus_subscribe(bus, "topology.*.mutation.enqueued", &enq, m, &m->sub_enqueued) ||
         tb_bus_subscribe(bus, "topology.*.status", &sts, m, &m->sub_status)) {
         tb_sub_close(m->sub_enqueued);
@@ -106,8 +122,8 @@ static bool attach_bus(tb_mutator_t *m)
     }
     m->bus = bus;
     tb_log(TB_LOG_INFO, "mutator", "listening on the %s bus", tb_bus_backend(bus));
-    /* Work may have been announced before we listened: look once more. */
-    tb_mutator_wake(m);
+    /* A deploy requested before we listened was announced to nobody. */
+    ask_rescan(m);
     return true;
 }
 
@@ -180,6 +196,15 @@ static json_t *wait_for_work(tb_mutator_t *m, int64_t deadline, bool *stop)
     return hints;
 }
 
+static bool take_rescan(tb_mutator_t *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool rescan = m->rescan;
+    m->rescan = false;
+    pthread_mutex_unlock(&m->lock);
+    return rescan;
+}
+
 static void *worker_main(void *arg)
 {
     tb_mutator_t *m = arg;
@@ -203,7 +228,7 @@ static void *worker_main(void *arg)
             recover(m);
             next_recover = now + m->opts.lease_ms / 2;
         }
-        tb__mutator_pass(m, full, hints);
+        tb__mutator_pass(m, take_rescan(m) || full, hints);
         json_decref(hints);
         int64_t deadline = min64(min64(next_poll, next_recover), next_health);
         if (!m->bus && m->deps.bus_provider)

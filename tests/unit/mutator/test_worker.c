@@ -6,6 +6,7 @@
  */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@
 typedef struct fixture {
     tb_test_store_t store;
     tb_bus_t *bus;
+    atomic_bool bus_hidden; /* the provider answers NULL, as while the bus is being opened */
     tb_sub_t *sub;
     pthread_mutex_t lock;
     json_t *events; /* [{"type","payload"}] in arrival order */
@@ -45,7 +47,8 @@ static void on_event(tb_event_t *ev, void *ud)
 
 static tb_bus_t *provide(void *ud)
 {
-    return ((fixture_t *)ud)->bus;
+    fixture_t *f = ud;
+    return atomic_load(&f->bus_hidden) ? NULL : f->bus;
 }
 
 static int setup(void **state)
@@ -395,6 +398,43 @@ static void test_worker_thread_wakes_on_enqueued_event(void **state)
     free(mid);
 }
 
+static bool status_is_active(void *ud)
+{
+    fixture_t *f = ud;
+    char buf[32];
+    return strcmp(tb_test_status(f->store.store, f->topology, buf, sizeof buf), "active") == 0;
+}
+
+/* A deploy requested while the mutator could not listen yet is announced to nobody: the
+ * mutator finds it when it starts listening, not at the next poll a minute later. */
+static void test_worker_finds_requests_made_before_it_listened(void **state)
+{
+    fixture_t *f = *state;
+    atomic_store(&f->bus_hidden, true);
+    tb_mutator_options_t opts = {.poll_ms = 60000};
+    tb_mutator_t *m = make(f, &opts, true);
+    assert_int_equal(tb_mutator_start(m), TB_OK);
+    tb_mutator_stats_t st = {0};
+    for (int i = 0; i < 500 && st.passes == 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+        tb_mutator_stats(m, &st);
+    }
+    assert_true(st.passes > 0);
+    struct timespec settle = {0, 200 * 1000000L}; /* the first pass finds no request */
+    nanosleep(&settle, NULL);
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    char topic[TB_TOPIC_BUF_SIZE];
+    snprintf(topic, sizeof topic, "topology.%s.status", f->topology);
+    assert_int_equal(tb_bus_publish(f->bus, topic, NULL, "{\"state\":\"deploying\"}",
+                                    strlen("{\"state\":\"deploying\"}")),
+                     TB_OK);
+    atomic_store(&f->bus_hidden, false);
+    /* The provider is asked again about once a second. */
+    assert_true(wait_for(status_is_active, f, 5000));
+    tb_mutator_destroy(m);
+}
+
 static void test_worker_thread_polls_without_a_bus(void **state)
 {
     fixture_t *f = *state;
@@ -455,6 +495,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_worker_missing_hook_fails_the_mutation, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_worker_thread_wakes_on_enqueued_event, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_finds_requests_made_before_it_listened, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_worker_thread_polls_without_a_bus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_options_are_checked, setup, teardown),
