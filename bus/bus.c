@@ -116,6 +116,9 @@ void tb__bus_base_init(tb_bus_t *bus, const struct tb_bus_ops *ops, const tb_bus
     for (size_t i = 0; i < TB_ARRAY_LEN(bus->rejected); i++)
         atomic_init(&bus->rejected[i], 0);
     atomic_init(&bus->sub_dropped, 0);
+    atomic_init(&bus->js_skipped, 0);
+    atomic_init(&bus->js_leader_changes, 0);
+    atomic_init(&bus->reconnects, 0);
 }
 
 void tb__bus_base_cleanup(tb_bus_t *bus)
@@ -383,6 +386,8 @@ void tb__bus_set_state(tb_bus_t *bus, tb_bus_state_t state)
     int old = atomic_exchange(&bus->state, (int)state);
     if (old == (int)state)
         return;
+    if (old == TB_BUS_DOWN && state == TB_BUS_UP)
+        atomic_fetch_add_explicit(&bus->reconnects, 1, memory_order_relaxed);
     tb_log(TB_LOG_NOTICE, "bus", "backend=%s state=%s", bus->ops->name, tb_bus_state_str(state));
     if (bus->opts.on_state)
         bus->opts.on_state(state, bus->opts.state_ud);
@@ -427,4 +432,7 @@ void tb_bus_stats(const tb_bus_t *bus, tb_bus_stats_t *out)
     for (size_t i = 0; i < TB_ARRAY_LEN(out->rejected); i++)
         out->rejected[i] = atomic_load_explicit(&b->rejected[i], memory_order_relaxed);
     out->sub_dropped = atomic_load_explicit(&b->sub_dropped, memory_order_relaxed);
+    out->js_skipped = atomic_load_explicit(&b->js_skipped, memory_order_relaxed);
+    out->js_leader_changes = atomic_load_explicit(&b->js_leader_changes, memory_order_relaxed);
+    out->reconnects = atomic_load_explicit(&b->reconnects, memory_order_relaxed);
 }

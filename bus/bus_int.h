@@ -56,6 +56,9 @@ struct tb_bus {
     atomic_uint_fast64_t received;
     atomic_uint_fast64_t rejected[TB_ENVELOPE_ERROR_COUNT];
     atomic_uint_fast64_t sub_dropped;
+    atomic_uint_fast64_t js_skipped;
+    atomic_uint_fast64_t js_leader_changes;
+    atomic_uint_fast64_t reconnects;
 };
 
 /* A thread inside one of a subscription's callbacks; lives on that thread's stack. */

@@ -20,9 +20,9 @@
  *
  * An ordered consumer lives on one server; if that server dies, nats.c
  * reports missed heartbeats but does not rebuild it. The repair thread
- * (bus_nats_repair.c) then creates a new one from the last stream sequence
- * delivered, so the subscription neither stalls nor skips; deliveries are
- * deduplicated by sequence while old and new overlap.
+ * (bus_nats_repair.c) then creates a new one (a new feed) from the last
+ * stream sequence delivered; once it is in place the old feed is muted, so
+ * only one feed ever counts, and deliveries are deduplicated by sequence.
  *
  * Lifetime: a nats.c subscription may call on_msg once more after it was
  * unsubscribed; the gate in bus.c keeps user callbacks out, and the backend
@@ -79,13 +79,24 @@ static void report_drops(tb_sub_t *sub, natsSubscription *ns)
     }
 }
 
+/* One nats.c subscription's closure: the subscription it feeds, and which feed it is. */
+typedef struct nats_feed {
+    tb_sub_t *sub;
+    uint64_t number;
+} nats_feed_t;
+
 static void on_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
     (void)nc;
-    tb_sub_t *sub = closure;
+    const nats_feed_t *feed = closure;
+    tb_sub_t *sub = feed->sub;
+    nats_sub_t *s = sub->backend;
+    if (feed->number < atomic_load(&s->live_feed)) {
+        natsMsg_Destroy(msg); /* a replaced consumer still delivering: it no longer counts */
+        return;
+    }
     report_drops(sub, ns);
     nats_bus_t *nb = tb__nats_of(sub->bus);
-    nats_sub_t *s = sub->backend;
     tb_event_t *ev = tb__nats_decode(nb, msg);
     if (ev && s->stream) {
         jsMsgMetaData *md = NULL;
@@ -116,16 +127,48 @@ static void on_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void 
     }
 }
 
-static void on_complete(void *closure)
+void tb__nats_sub_started(nats_bus_t *nb)
 {
-    tb_sub_t *sub = closure;
-    nats_bus_t *nb = tb__nats_of(sub->bus);
-    tb__sub_unref(sub);
+    pthread_mutex_lock(&nb->mu);
+    nb->live_subs++;
+    pthread_mutex_unlock(&nb->mu);
+}
+
+void tb__nats_sub_completed(nats_bus_t *nb)
+{
     /* Last touch of nb: tb_bus_destroy may free it as soon as the count reaches zero. */
     pthread_mutex_lock(&nb->mu);
     nb->live_subs--;
     pthread_cond_broadcast(&nb->cv);
     pthread_mutex_unlock(&nb->mu);
+}
+
+tb_sub_t **tb__nats_collect_subs(nats_bus_t *nb, bool (*want)(nats_sub_t *), size_t *n)
+{
+    pthread_mutex_lock(&nb->base.subs_mu);
+    size_t count = 0;
+    for (tb_sub_t *sub = nb->base.subs; sub; sub = sub->next)
+        count += sub->backend && want(sub->backend);
+    tb_sub_t **list = tb_xcalloc(count ? count : 1, sizeof *list);
+    *n = 0;
+    for (tb_sub_t *sub = nb->base.subs; sub && *n < count; sub = sub->next) {
+        if (sub->backend && want(sub->backend)) {
+            tb__sub_ref(sub);
+            list[(*n)++] = sub;
+        }
+    }
+    pthread_mutex_unlock(&nb->base.subs_mu);
+    return list;
+}
+
+static void on_complete(void *closure)
+{
+    nats_feed_t *feed = closure;
+    tb_sub_t *sub = feed->sub;
+    nats_bus_t *nb = tb__nats_of(sub->bus);
+    free(feed);
+    tb__sub_unref(sub);
+    tb__nats_sub_completed(nb);
 }
 
 static void report_state(nats_bus_t *nb, tb_bus_state_t state)
@@ -243,6 +286,7 @@ static tb_status nats_create(tb_bus_t **out, const char *url, const tb_bus_optio
     atomic_init(&nb->closing, false);
     atomic_init(&nb->local_seq, 0);
     atomic_init(&nb->last_stream_seq, 0);
+    atomic_init(&nb->js_quiet_until, 0);
     TB_ASSERT(pthread_mutex_init(&nb->mu, NULL) == 0);
     TB_ASSERT(pthread_cond_init(&nb->cv, NULL) == 0);
     const char *why = NULL;
@@ -313,6 +357,7 @@ static void nats_destroy(tb_bus_t *bus)
     nats_bus_t *nb = tb__nats_of(bus);
     atomic_store(&nb->closing, true);
     tb__nats_repair_stop(nb);
+    tb__nats_js_unwatch(nb);
     pthread_mutex_lock(&nb->mu);
     /* Every subscription was unsubscribed; wait for nats.c to finish with them. */
     if (!wait_until(nb, subs_done, WAIT_CLOSE_MS))
@@ -362,13 +407,18 @@ static void free_nats_sub(void *p)
 }
 
 natsStatus tb__nats_subscribe_ns(nats_bus_t *nb, tb_sub_t *sub, uint64_t start_seq,
-                                 natsSubscription **out)
+                                 natsSubscription **out, uint64_t *feed_number)
 {
     nats_sub_t *s = sub->backend;
     const tb_bus_options_t *o = &nb->base.opts;
     natsSubscription *ns = NULL;
     natsStatus st;
     jsErrCode jerr = 0;
+    if (s->stream && !tb__nats_js_admit(nb))
+        return NATS_TIMEOUT; /* JetStream just did not answer: the caller retries later */
+    nats_feed_t *feed = tb_xmalloc(sizeof *feed);
+    feed->sub = sub;
+    feed->number = atomic_fetch_add(&s->feeds, 1) + 1;
     if (s->stream) {
         jsSubOptions so;
         jsSubOptions_Init(&so);
@@ -381,9 +431,10 @@ natsStatus tb__nats_subscribe_ns(nats_bus_t *nb, tb_sub_t *sub, uint64_t start_s
         } else {
             so.Config.DeliverPolicy = js_DeliverNew;
         }
-        st = js_Subscribe(&ns, nb->js, sub->pattern, on_msg, sub, NULL, &so, &jerr);
+        st = js_Subscribe(&ns, nb->js, sub->pattern, on_msg, feed, NULL, &so, &jerr);
+        tb__nats_js_outcome(nb, st, jerr);
     } else {
-        st = natsConnection_Subscribe(&ns, nb->nc, sub->pattern, on_msg, sub);
+        st = natsConnection_Subscribe(&ns, nb->nc, sub->pattern, on_msg, feed);
     }
     if (st == NATS_OK)
         st = natsSubscription_SetPendingLimits(ns, o->sub_pending_msgs, o->sub_pending_bytes);
@@ -391,16 +442,16 @@ natsStatus tb__nats_subscribe_ns(nats_bus_t *nb, tb_sub_t *sub, uint64_t start_s
         tb_log(TB_LOG_ERR, "bus", "nats subscribe pattern=%s error=%s jserr=%d", sub->pattern,
                natsStatus_GetText(st), (int)jerr);
         natsSubscription_Destroy(ns);
+        free(feed);
         return st;
     }
     /* The backend's reference, dropped by on_complete once nats.c is done with ns. */
     tb__sub_ref(sub);
-    pthread_mutex_lock(&nb->mu);
-    nb->live_subs++;
-    pthread_mutex_unlock(&nb->mu);
-    st = natsSubscription_SetOnCompleteCB(ns, on_complete, sub);
+    tb__nats_sub_started(nb);
+    st = natsSubscription_SetOnCompleteCB(ns, on_complete, feed);
     TB_ASSERT(st == NATS_OK);
     *out = ns;
+    *feed_number = feed->number;
     return NATS_OK;
 }
 
@@ -412,10 +463,13 @@ static tb_status nats_subscribe(tb_bus_t *bus, tb_sub_t *sub)
     atomic_init(&s->dropped_seen, 0);
     atomic_init(&s->last_seq, 0);
     atomic_init(&s->broken, false);
+    atomic_init(&s->feeds, 0);
+    atomic_init(&s->live_feed, 0);
     sub->backend = s;
     sub->backend_free = free_nats_sub;
     s->stream = nb->js && tb__nats_in_stream(sub->pattern);
-    if (tb__nats_subscribe_ns(nb, sub, 0, &s->ns) != NATS_OK)
+    uint64_t feed;
+    if (tb__nats_subscribe_ns(nb, sub, 0, &s->ns, &feed) != NATS_OK)
         return TB_EBACKEND;
     /* nats.c only queues the SUB: without a round trip, an event another
      * process publishes right after this returns can reach the server first

@@ -19,6 +19,8 @@ typedef struct nats_sub {
     bool closed;         /* unsubscribed: a repair must not bring it back */
     atomic_bool broken;  /* the server stopped feeding it (missed heartbeats, mismatch) */
     atomic_uint_fast64_t last_seq;    /* stream sequence of the last event delivered */
+    atomic_uint_fast64_t feeds;       /* nats.c subscriptions made for it so far */
+    atomic_uint_fast64_t live_feed;   /* the one whose messages count; older ones are muted */
     atomic_int_fast64_t dropped_seen; /* nats.c's dropped count already reported */
 } nats_sub_t;
 
@@ -32,6 +34,9 @@ typedef struct nats_bus {
     atomic_bool closing;            /* destroy has begun: no more state reports */
     atomic_uint_fast64_t local_seq; /* numbering without JetStream */
     atomic_uint_fast64_t last_stream_seq; /* newest stream sequence seen live */
+    atomic_int_fast64_t js_quiet_until; /* monotonic ms before which JetStream is not asked
+                                           (0: it answers); see tb__nats_js_admit */
+    natsSubscription *leader_watch;     /* stream leader advisories, or NULL */
     pthread_mutex_t mu;             /* guards live_subs and closed */
     pthread_cond_t cv;
     unsigned live_subs; /* nats subscriptions whose completion has not run */
@@ -62,21 +67,50 @@ void tb__nats_js_setup(nats_bus_t *nb);
 /** Head cursor from the stream (falls back to the last sequence seen). */
 tb_status tb__nats_js_head(nats_bus_t *nb, tb_cursor_t *out);
 
+/**
+ * Whether a JetStream request may be sent now. After a request went
+ * unanswered, JetStream is left alone for a while: callers get false at once
+ * (counted) and fall back, except one caller per quiet period, which probes.
+ */
+bool tb__nats_js_admit(nats_bus_t *nb);
+
+/** Records how a JetStream request ended (jerr: the server's error code, 0 if none). */
+void tb__nats_js_outcome(nats_bus_t *nb, natsStatus s, jsErrCode jerr);
+
+/** Stops watching stream leader changes; before the connection closes. */
+void tb__nats_js_unwatch(nats_bus_t *nb);
+
 /** JetStream replay (see tb_bus_replay). */
 tb_status tb__nats_js_replay(nats_bus_t *nb, const char *pattern, const tb_cursor_t *after,
                              tb_bus_event_cb on_event, void *ud);
 
 /**
- * Creates the nats.c subscription behind sub: an ordered JetStream consumer
- * from stream sequence start_seq (0: only new events) for stream patterns,
- * else a core subscription. Takes the backend's reference on sub. On success
- * *out is the new subscription.
+ * Creates a nats.c subscription (a feed) for sub: an ordered JetStream
+ * consumer from stream sequence start_seq (0: only new events) for stream
+ * patterns, else a core subscription. Takes the backend's reference on sub.
+ * On success *out is the new subscription and *feed its number: its
+ * messages count until a newer feed is made live (s->live_feed).
  */
 natsStatus tb__nats_subscribe_ns(nats_bus_t *nb, tb_sub_t *sub, uint64_t start_seq,
-                                 natsSubscription **out);
+                                 natsSubscription **out, uint64_t *feed);
 
-/** The stream's first and last sequence; TB_EBACKEND (logged) if the server cannot say. */
-tb_status tb__nats_js_bounds(nats_bus_t *nb, uint64_t *first, uint64_t *last);
+/**
+ * The stream's first and last sequence, waiting at most wait_ms; TB_ETIMEDOUT
+ * if JetStream does not answer (or was just found not answering), TB_EBACKEND
+ * (logged) if it refuses.
+ */
+tb_status tb__nats_js_bounds(nats_bus_t *nb, int wait_ms, uint64_t *first, uint64_t *last);
+
+/**
+ * References to every open subscription whose backend part satisfies want
+ * (called under base.subs_mu); *n is their number. The caller unrefs each
+ * and frees the array.
+ */
+tb_sub_t **tb__nats_collect_subs(nats_bus_t *nb, bool (*want)(nats_sub_t *), size_t *n);
+
+/** Counts a subscription nats.c will complete, and one it completed (bus_nats.c). */
+void tb__nats_sub_started(nats_bus_t *nb);
+void tb__nats_sub_completed(nats_bus_t *nb);
 
 /** Starts, wakes and stops the repair thread (bus_nats_repair.c). */
 tb_status tb__nats_repair_start(nats_bus_t *nb);

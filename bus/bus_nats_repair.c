@@ -5,9 +5,11 @@
  * creating a new one, so the subscription would stall for good. The error
  * handler marks the subscription broken and wakes this thread, which swaps
  * in a new ordered consumer starting after the last stream sequence
- * delivered. If the stream no longer holds that far back (or nothing was
- * delivered yet), the subscriber is told events were lost, so it resyncs
- * instead of living with a silent gap.
+ * delivered and mutes the old one. The subscriber is then told events may
+ * have been lost, always: while old and new overlapped, or while nats.c
+ * reset the old one by itself, or if the stream no longer holds that far
+ * back, what was delivered cannot be vouched for, and a resync costs one
+ * snapshot per stream where a silent gap would cost a wrong view.
  *
  * Threads: one repair thread per nats bus. Lock order: nb->mu (only to wait
  * and flag), base.subs_mu (only to collect broken subscriptions), then each
@@ -19,7 +21,6 @@
 #include <time.h>
 
 #include "bus_nats_int.h"
-#include "tb/alloc.h"
 #include "tb/log.h"
 
 enum { RETRY_MS = 1000 }; /* a repair that failed (no server yet) is tried again after this */
@@ -34,47 +35,28 @@ static bool repair_one(nats_bus_t *nb, tb_sub_t *sub)
         return true;
     }
     uint64_t last = atomic_load(&s->last_seq);
-    uint64_t first = 0, top = 0;
-    /* Without a position, or if the stream dropped what followed it, events were lost. */
-    bool gap = last == 0 || tb__nats_js_bounds(nb, &first, &top) != TB_OK || first > last + 1;
     natsSubscription *fresh = NULL;
-    if (tb__nats_subscribe_ns(nb, sub, last > 0 ? last + 1 : 0, &fresh) != NATS_OK) {
+    uint64_t feed;
+    if (tb__nats_subscribe_ns(nb, sub, last > 0 ? last + 1 : 0, &fresh, &feed) != NATS_OK) {
         pthread_mutex_unlock(&s->mu);
         return false;
     }
     natsSubscription *old = s->ns;
     s->ns = fresh;
+    atomic_store(&s->live_feed, feed);
     atomic_store(&s->broken, false);
     pthread_mutex_unlock(&s->mu);
     natsSubscription_Unsubscribe(old);
     natsSubscription_Destroy(old);
-    tb_log(TB_LOG_NOTICE, "bus", "jetstream consumer rebuilt pattern=%s from_seq=%llu%s",
-           sub->pattern, (unsigned long long)(last + 1), gap ? " (events may be lost: resync)" : "");
-    if (gap)
-        tb__sub_report_dropped(sub, 1);
+    tb_log(TB_LOG_NOTICE, "bus", "jetstream consumer rebuilt pattern=%s from_seq=%llu; resync",
+           sub->pattern, (unsigned long long)(last + 1));
+    tb__sub_report_dropped(sub, 1);
     return true;
 }
 
-/* References to every broken subscription; the caller unrefs them. */
-static tb_sub_t **collect_broken(nats_bus_t *nb, size_t *n)
+static bool is_broken(nats_sub_t *s)
 {
-    pthread_mutex_lock(&nb->base.subs_mu);
-    size_t count = 0;
-    for (tb_sub_t *sub = nb->base.subs; sub; sub = sub->next) {
-        nats_sub_t *s = sub->backend;
-        count += s && atomic_load(&s->broken);
-    }
-    tb_sub_t **list = tb_xcalloc(count ? count : 1, sizeof *list);
-    *n = 0;
-    for (tb_sub_t *sub = nb->base.subs; sub && *n < count; sub = sub->next) {
-        nats_sub_t *s = sub->backend;
-        if (s && atomic_load(&s->broken)) {
-            tb__sub_ref(sub);
-            list[(*n)++] = sub;
-        }
-    }
-    pthread_mutex_unlock(&nb->base.subs_mu);
-    return list;
+    return atomic_load(&s->broken);
 }
 
 static void wait_for_work(nats_bus_t *nb, int timeout_ms)
@@ -109,7 +91,7 @@ static void *repair_main(void *arg)
         nb->repair_wanted = false;
         pthread_mutex_unlock(&nb->mu);
         size_t n;
-        tb_sub_t **broken = collect_broken(nb, &n);
+        tb_sub_t **broken = tb__nats_collect_subs(nb, is_broken, &n);
         bool all_fixed = true;
         for (size_t i = 0; i < n; i++) {
             all_fixed &= repair_one(nb, broken[i]);
@@ -117,9 +99,8 @@ static void *repair_main(void *arg)
         }
         free(broken);
         pthread_mutex_lock(&nb->mu);
+        /* Not all fixed: the timed wait ends after RETRY_MS, or earlier on a new loss. */
         retry_ms = all_fixed ? 0 : RETRY_MS;
-        if (!all_fixed)
-            nb->repair_wanted = true; /* after the wait, whatever wakes it */
     }
     pthread_mutex_unlock(&nb->mu);
     return NULL;

@@ -10,6 +10,7 @@ gw_frame_t *gw_frame_new(const char *data, size_t len, uint64_t seq)
     gw_frame_t *f = tb_xmalloc(sizeof *f + len);
     atomic_init(&f->refs, 1);
     f->seq = seq;
+    f->version = 0;
     f->len = len;
     memcpy(f->data, data, len);
     return f;

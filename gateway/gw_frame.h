@@ -13,6 +13,7 @@
 typedef struct gw_frame {
     atomic_uint refs;
     uint64_t seq; /* bus sequence of the event (0: none) */
+    int64_t version; /* the topology version a mutation.applied event announces (0: none) */
     size_t len;
     char data[]; /* len bytes of complete SSE frame text */
 } gw_frame_t;

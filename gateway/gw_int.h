@@ -81,6 +81,7 @@ typedef struct gw_counters {
     atomic_int_fast64_t sse_open;         /* streams open now */
     atomic_uint_fast64_t sse_opened;      /* streams ever opened */
     atomic_uint_fast64_t sse_resyncs;     /* snapshots sent to replace a lost backlog */
+    atomic_uint_fast64_t sse_version_gaps; /* resyncs because a topology version was skipped */
     atomic_uint_fast64_t sse_rejected_cap; /* 429 answers */
     atomic_uint_fast64_t store_errors;     /* 503s because the store did not answer */
     atomic_uint_fast64_t auth_failures[GW_AUTH_REASONS];

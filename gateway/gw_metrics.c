@@ -142,6 +142,11 @@ static void render_bus(tb_buf_t *b, tb_gateway_t *gw)
                    (unsigned long long)st.sub_dropped);
     tb_buf_appendf(b, "topobus_bus_events_dropped_total{reason=\"inbox\"} %llu\n",
                    (unsigned long long)atomic_load(&c->inbox_overflows));
+    metric(b, "topobus_bus_jetstream_skipped_total", "counter",
+           "JetStream requests failed at once because JetStream had just not answered",
+           st.js_skipped);
+    metric(b, "topobus_bus_jetstream_leader_changes_total", "counter",
+           "new JetStream stream leaders seen (every stream resyncs)", st.js_leader_changes);
 }
 
 static void render_streams(tb_buf_t *b, tb_gateway_t *gw)
@@ -166,6 +171,9 @@ static void render_streams(tb_buf_t *b, tb_gateway_t *gw)
     metric(b, "topobus_sse_resyncs_total", "counter",
            "snapshots sent because a stream's backlog or upstream events were lost",
            atomic_load(&c->sse_resyncs));
+    metric(b, "topobus_sse_version_gaps_total", "counter",
+           "resyncs because a stream skipped a topology version (its event never arrived)",
+           atomic_load(&c->sse_version_gaps));
     metric(b, "topobus_sse_rejected_cap_total", "counter", "streams refused by the per-user cap",
            atomic_load(&c->sse_rejected_cap));
     metric(b, "topobus_sse_subscriptions", "gauge", "topologies with a bus subscription",

@@ -24,6 +24,17 @@
 
 /* ---- frames and topologies ----------------------------------------------- */
 
+/* The version a mutation.applied payload announces; 0 for other events or no version. */
+static int64_t applied_version(const char *name, const tb_event_t *ev)
+{
+    if (strcmp(name, "mutation.applied") != 0)
+        return 0;
+    json_t *p = json_loadb(ev->payload, ev->payload_len, 0, NULL);
+    json_int_t v = json_integer_value(json_object_get(p, "version"));
+    json_decref(p);
+    return v > 0 ? (int64_t)v : 0;
+}
+
 gw_frame_t *tb__gw_sse_format_frame(uint64_t epoch, const tb_event_t *ev)
 {
     char cursor[TB_CURSOR_BUF_SIZE];
@@ -33,9 +44,11 @@ gw_frame_t *tb__gw_sse_format_frame(uint64_t epoch, const tb_event_t *ev)
     tb_buf_init(&frame);
     tb_sse_event_data(&data, ev);
     gw_frame_t *f = NULL;
-    if (tb_sse_format_event(&frame, cursor, tb_sse_event_name(ev->topic), data.data, data.len) ==
-        TB_OK)
+    const char *name = tb_sse_event_name(ev->topic);
+    if (tb_sse_format_event(&frame, cursor, name, data.data, data.len) == TB_OK) {
         f = gw_frame_new(frame.data, frame.len, ev->seq);
+        f->version = applied_version(name, ev);
+    }
     tb_buf_cleanup(&data);
     tb_buf_cleanup(&frame);
     return f;
@@ -127,6 +140,7 @@ void tb__gw_sse_queue_clear(gw_session_t *s)
 void tb__gw_sse_schedule_resync(gw_session_t *s)
 {
     tb__gw_sse_queue_clear(s);
+    s->version = 0; /* the coming snapshot says */
     if (!s->resync)
         atomic_fetch_add(&s->loop->gw->counters.sse_resyncs, 1);
     s->resync = true;
@@ -142,6 +156,15 @@ void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
         return; /* already sent by a replay */
     if (s->resync)
         return; /* the coming snapshot covers it */
+    /* Every version has one mutation.applied event: a jump means one was lost on the way
+     * (a publisher died before it reached the bus, a failover), so the view resyncs. */
+    if (f->version > 0 && s->version > 0 && f->version > s->version + 1) {
+        atomic_fetch_add(&s->loop->gw->counters.sse_version_gaps, 1);
+        tb__gw_sse_schedule_resync(s);
+        return;
+    }
+    if (f->version > s->version)
+        s->version = f->version;
     if (s->count == GW_SSE_QUEUE_FRAMES || s->queued_bytes + f->len > GW_SSE_QUEUE_BYTES) {
         tb__gw_sse_schedule_resync(s);
         return;

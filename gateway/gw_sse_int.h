@@ -50,6 +50,7 @@ typedef struct gw_session {
     size_t queued_bytes;
     tb_buf_t control; /* text that goes before queued frames: retry, snapshots, notices */
     uint64_t min_seq; /* live frames at or below this were replayed already */
+    int64_t version;  /* newest topology version the client was sent or will be (0: unknown) */
     size_t bytes_sent;
     int64_t last_write_ms;
     int64_t close_at_ms;       /* drain: when this stream is closed; 0 = not scheduled */

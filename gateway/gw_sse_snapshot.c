@@ -121,6 +121,33 @@ void tb__gw_sse_append_snapshot(gw_session_t *s, json_t *snap_take, uint64_t cur
     json_decref(snap_take);
 }
 
+/*
+ * The snapshot is the view's new base version: the events queued behind it
+ * must continue it without a jump, else one was lost and the view resyncs
+ * again. Call once the session's state after the snapshot is settled.
+ */
+static void rebase_version(gw_session_t *s, int64_t base)
+{
+    s->version = base;
+    for (uint32_t i = 0; i < s->count; i++) {
+        int64_t v = s->ring[(s->head + i) % s->cap]->frame->version;
+        if (v <= s->version)
+            continue;
+        if (v > s->version + 1) {
+            atomic_fetch_add(&s->loop->gw->counters.sse_version_gaps, 1);
+            tb__gw_sse_schedule_resync(s);
+            return;
+        }
+        s->version = v;
+    }
+}
+
+static int64_t snapshot_version(const json_t *snap)
+{
+    json_int_t v = json_integer_value(json_object_get(snap, "version"));
+    return v > 0 ? (int64_t)v : 0;
+}
+
 /* The replay goes first; live events already queued follow unless the replay had them. */
 static void take_replay(gw_session_t *s, snap_job_t *j)
 {
@@ -156,8 +183,10 @@ static void opened(gw_session_t *s, snap_job_t *j)
         tb__gw_sse_refuse(s, 404, "not_found", "no such topology");
         return;
     } else if (j->st == TB_OK) {
+        int64_t version = snapshot_version(j->snap);
         tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
         j->snap = NULL;
+        rebase_version(s, version);
     } else {
         /* The store is away: answer 200 anyway (a browser gives up for good on other
          * statuses), carry keepalives, and send the snapshot once it can be read. */
@@ -175,10 +204,12 @@ static void resynced(gw_session_t *s, snap_job_t *j)
     if (s->resync) { /* more was dropped while this read ran: read again */
         tb__gw_sse_want_snapshot(s);
     } else if (j->st == TB_OK) {
+        int64_t version = snapshot_version(j->snap);
         tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
         j->snap = NULL;
         s->holding = false;
         tb__gw_sse_request_write(s);
+        rebase_version(s, version);
     } else if (j->st == TB_ENOTFOUND) {
         tb__gw_sse_error_close(s); /* the topology vanished under the stream */
     } else {

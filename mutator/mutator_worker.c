@@ -28,6 +28,7 @@ enum {
     DEFAULT_LEASE_MS = TB_STORE_LEASE_DEFAULT_S * 1000,
     DEFAULT_HOOK_TIMEOUT_MS = 30 * 1000,
     BUS_RETRY_MS = 1000,
+    RECONNECT_CHECK_MS = 1000, /* how soon a reconnect leads to publishing recent events again */
 };
 
 void tb__mutator_publish_topic(tb_mutator_t *m, const char *topic, const json_t *payload)
@@ -39,6 +40,7 @@ void tb__mutator_publish_topic(tb_mutator_t *m, const char *topic, const json_t 
     char *text = json_dumps(payload, JSON_COMPACT);
     if (tb_bus_publish(m->bus, topic, NULL, text, strlen(text)))
         atomic_fetch_add(&m->counters.publish_failed, 1);
+    tb__mutator_recent_add(&m->recent, topic, text);
     free(text);
 }
 
@@ -121,6 +123,9 @@ static bool attach_bus(tb_mutator_t *m)
         return false;
     }
     m->bus = bus;
+    tb_bus_stats_t st;
+    tb_bus_stats(bus, &st);
+    m->recent.reconnects_seen = st.reconnects;
     tb_log(TB_LOG_INFO, "mutator", "listening on the %s bus", tb_bus_backend(bus));
     /* A deploy requested before we listened was announced to nobody. */
     ask_rescan(m);
@@ -174,7 +179,7 @@ static int64_t min64(int64_t a, int64_t b)
  * Sleeps until woken, stopped or `deadline` (monotonic ms). Returns the
  * hints gathered meanwhile (new reference, possibly empty) and sets *stop.
  */
-static json_t *wait_for_work(tb_mutator_t *m, int64_t deadline, bool *stop)
+static json_t *wait_for_work(tb_mutator_t *m, int64_t deadline, bool *stop, bool *woken)
 {
     pthread_mutex_lock(&m->lock);
     while (!m->wake && !atomic_load(&m->stop)) {
@@ -188,6 +193,7 @@ static json_t *wait_for_work(tb_mutator_t *m, int64_t deadline, bool *stop)
         ts.tv_nsec = (long)(ns % 1000000000LL);
         pthread_cond_timedwait(&m->cond, &m->lock, &ts);
     }
+    *woken = m->wake;
     m->wake = false;
     json_t *hints = m->hints;
     m->hints = json_object();
@@ -214,7 +220,7 @@ static void *worker_main(void *arg)
     int64_t next_health = now;
     int64_t next_bus = now;
     recover(m);
-    bool full = true, stop = false;
+    bool full = true, stop = false, pass_due = true;
     json_t *hints = json_object();
     while (!stop) {
         now = tb_clock_mono_ms();
@@ -228,16 +234,24 @@ static void *worker_main(void *arg)
             recover(m);
             next_recover = now + m->opts.lease_ms / 2;
         }
-        tb__mutator_pass(m, take_rescan(m) || full, hints);
+        tb__mutator_republish_if_reconnected(m);
+        if (pass_due)
+            tb__mutator_pass(m, take_rescan(m) || full, hints);
         json_decref(hints);
         int64_t deadline = min64(min64(next_poll, next_recover), next_health);
         if (!m->bus && m->deps.bus_provider)
             deadline = min64(deadline, next_bus);
-        hints = wait_for_work(m, deadline, &stop);
+        if (m->bus)
+            deadline = min64(deadline, tb_clock_mono_ms() + RECONNECT_CHECK_MS);
+        bool woken;
+        hints = wait_for_work(m, deadline, &stop, &woken);
+        now = tb_clock_mono_ms();
         /* A poll pass also looks for deploy/teardown requests whose event was lost. */
-        full = tb_clock_mono_ms() >= next_poll;
+        full = now >= next_poll;
         if (full)
-            next_poll = tb_clock_mono_ms() + m->opts.poll_ms;
+            next_poll = now + m->opts.poll_ms;
+        /* A wait that ended only to look at the reconnect count needs no pass. */
+        pass_due = woken || full || !m->bus || now >= next_recover || now >= next_health;
     }
     json_decref(hints);
     publish_health(m, "stopping");
@@ -319,6 +333,7 @@ void tb_mutator_destroy(tb_mutator_t *m)
         return;
     tb_mutator_stop(m);
     detach_bus(m);
+    tb__mutator_recent_cleanup(&m->recent);
     json_decref(m->hints);
     pthread_cond_destroy(&m->cond);
     pthread_mutex_destroy(&m->lock);

@@ -4,7 +4,9 @@
 // mutations are enqueued; meanwhile one NATS node is SIGKILLed, one gateway
 // SIGTERMed, one mutator SIGKILLed and restarted. At the end every mutation
 // is applied exactly once and in order, every client's last snapshot plus
-// later events give the final version, and nothing else exited.
+// the mutation.applied events after it hold every version up to the final
+// one (a gap must end in a new snapshot, never pass silently), and nothing
+// else exited.
 // Usage: node fault_test.js <topobus>
 'use strict';
 const { EventSource } = require('eventsource');
@@ -40,17 +42,45 @@ async function jetstreamReady() {
   }, 30000, 'the JetStream cluster elects a leader');
 }
 
-// A client that follows one topology and remembers what its view says the version is.
+// A client that follows one topology: the version of its last snapshot, the versions
+// applied since, and the newest version its view holds.
 function follow(base, id, token) {
-  const c = { id, snapshots: 0, version: -1, errors: 0 };
+  const c = { id, snapshots: 0, base: -1, seen: new Set(), version: -1, errors: 0, lastError: '' };
   c.es = new EventSource(`${base}/topologies/${id}/events?token=${token}`);
-  c.es.addEventListener('snapshot', (e) => { c.snapshots++; c.version = JSON.parse(e.data).version; });
-  c.es.addEventListener('mutation.applied', (e) => {
-    c.version = Math.max(c.version, JSON.parse(e.data).payload.version);
+  c.es.addEventListener('snapshot', (e) => {
+    c.snapshots++;
+    c.base = c.version = JSON.parse(e.data).version;
+    c.seen.clear();
   });
-  c.es.addEventListener('error', () => { c.errors++; });
+  c.es.addEventListener('mutation.applied', (e) => {
+    const v = JSON.parse(e.data).payload.version;
+    c.seen.add(v);
+    c.version = Math.max(c.version, v);
+  });
+  c.es.addEventListener('error', (e) => { c.errors++; c.lastError = `${e.code || ''} ${e.message || ''}`.trim(); });
   clients.push(c);
   return c;
+}
+
+// Versions after the client's last snapshot that it never heard of.
+function missing(c, final) {
+  const out = [];
+  for (let v = c.base + 1; v <= final; v++) if (!c.seen.has(v)) out.push(v);
+  return out;
+}
+
+// On failure: each client's view and the processes' notable log lines, on stderr.
+function explain() {
+  clients.forEach((c, k) => {
+    const gap = missing(c, PER_TOPOLOGY);
+    console.error(`client ${k} topology ${ids.indexOf(c.id)}: version ${c.version} snapshot ${c.base} ` +
+      `(${c.snapshots} snapshots) missing ${gap.length ? gap.join(',') : 'none'} state ${c.es.readyState} ` +
+      `errors ${c.errors}${c.lastError ? ` (${c.lastError})` : ''}`);
+  });
+  const notable = (text) => (text || '').split('\n')
+    .filter((l) => / (NOTICE|WARN|ERR) |\/events /.test(l)).slice(-80).join('\n');
+  gateways.forEach((g, k) => console.error(`--- gateway ${k}\n${notable(g.log)}`));
+  mutators.forEach((m, k) => console.error(`--- mutator ${k}\n${notable(m.out.stderr)}`));
 }
 
 // Enqueues one mutation, retrying across the gateway that goes away; never twice.
@@ -151,16 +181,16 @@ async function main() {
       console.log(`  mutations retried after the mutator crash: ${retried.length}`);
     }],
     ['every client ends consistent with the store, through its reconnects', async () => {
-      await waitFor(() => clients.every((c) => c.version === PER_TOPOLOGY), 30000,
-        `clients reach the final version (${clients.map((c) => c.version)})`).catch((e) => {
-        gateways.forEach((g, k) => {
-          const file = require('path').join(require('os').tmpdir(), `topobus-fault-gateway-${k}.log`);
-          require('fs').writeFileSync(file, g.log || '');
-          console.error(`gateway ${k} log: ${file}`);
-        });
+      try {
+        await waitFor(() => clients.every((c) => c.version === PER_TOPOLOGY), 30000,
+          `clients reach the final version (${clients.map((c) => c.version)})`);
+        const gaps = clients.filter((c) => missing(c, PER_TOPOLOGY).length > 0).length;
+        check(gaps === 0, `${gaps} clients missed events without a new snapshot`);
+        check(clients.every((c) => c.es.readyState === 1), 'every client is connected at the end');
+      } catch (e) {
+        explain();
         throw e;
-      });
-      check(clients.every((c) => c.es.readyState === 1), 'every client is connected at the end');
+      }
       const resnap = clients.filter((c) => c.snapshots > 1).length;
       console.log(`  clients that took a new snapshot: ${resnap} of ${CLIENTS}`);
     }],

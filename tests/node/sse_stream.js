@@ -22,6 +22,12 @@ async function publish(topic, payload) {
   check(r.status === 202, `publish ${r.status} ${r.body}`);
 }
 
+async function metric(name) {
+  const r = await request(gw.base, 'GET', '/metrics');
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(r.body);
+  return m ? +m[1] : NaN;
+}
+
 async function open(path, headers) {
   const s = new Stream(gw.base, path, headers);
   await within(s.ready, 5000, `open ${path}`);
@@ -155,6 +161,25 @@ async function subscribeBeforeSnapshot() {
   s.close();
 }
 
+// Each topology version has one mutation.applied event: a stream that sees a version
+// skipped (the event never reached the bus) gets a fresh snapshot instead of a silent gap.
+async function versionGap() {
+  const id = await createTopology('gap');
+  const s = await open(`/topologies/${id}/events?token=${viewer}`);
+  await waitFor(() => s.events('snapshot').length === 1, 5000, 'snapshot');
+  const gapsBefore = await metric('topobus_sse_version_gaps_total');
+  const applied = (v) => publish(`topology.${id}.mutation.applied`, { mutation_id: `m${v}`, op: 'add_node', version: v });
+  for (const v of [1, 2, 3]) await applied(v);
+  await waitFor(() => s.events('mutation.applied').length === 3, 5000, 'versions 1-3');
+  check(s.events('snapshot').length === 1, 'contiguous versions need no snapshot');
+  await applied(5);
+  await waitFor(() => s.events('snapshot').length === 2, 5000, 'a snapshot after version 4 was skipped');
+  check(!s.events('mutation.applied').some((f) => f.json.payload.version === 5), 'the event past the gap is not sent alone');
+  check(s.frames.at(-1).event === 'snapshot', 'the snapshot is the last frame');
+  check(await metric('topobus_sse_version_gaps_total') === gapsBefore + 1, 'the gap is counted');
+  s.close();
+}
+
 async function resume() {
   const id = await createTopology('resume');
   const s = await open(`/topologies/${id}/events?token=${viewer}`);
@@ -230,11 +255,6 @@ async function perUserCap() {
 }
 
 async function cleanupIsPrompt() {
-  const metric = async (name) => {
-    const r = await request(gw.base, 'GET', '/metrics');
-    const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(r.body);
-    return m ? +m[1] : NaN;
-  };
   await waitFor(async () => (await metric('topobus_sse_streams')) === 0, 3000, 'no streams left open');
   await waitFor(async () => (await metric('topobus_sse_subscriptions')) === 0, 3000,
     'subscriptions closed with their last stream');
@@ -261,6 +281,7 @@ async function main() {
     ['live events under derived names, no leaks between topologies', liveEventsNoLeak],
     ['keepalives after silence', keepalives],
     ['subscribe before snapshot: no gap', subscribeBeforeSnapshot],
+    ['a skipped topology version resyncs the stream', versionGap],
     ['resume by Last-Event-ID and last_event_id, snapshot for foreign cursors', resume],
     ['npm eventsource: named events and cursors', eventSourceClient],
     ['per-user cap: 429 with Retry-After, slot freed on close', perUserCap],

@@ -30,13 +30,6 @@
 
 enum { READY_TIMEOUT_MS = 15000, INITDB_TIMEOUT_MS = 60000, STOP_TIMEOUT_MS = 10000 };
 
-static void pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* TB_PG_BINDIR, else the newest /usr/lib/postgresql/<N>/bin holding postgres. */
 static bool find_bindir(char *out, size_t cap)
 {
@@ -135,7 +128,7 @@ static bool initdb(const tb_test_pg_t *pg, const char *bindir)
             fprintf(stderr, "pg_server: initdb did not finish (log %s)\n", log);
             return false;
         }
-        pause_ms(20);
+        tb_test_sleep_ms(20);
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "pg_server: initdb failed (log %s)\n", log);
@@ -189,7 +182,7 @@ static bool launch_server(tb_test_pg_t *pg)
             tb_test_pg_halt(pg, SIGQUIT);
             return false;
         }
-        pause_ms(20);
+        tb_test_sleep_ms(20);
     }
     return true;
 }

@@ -32,7 +32,7 @@ long long tb_test_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void pause_ms(int ms)
+void tb_test_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -47,7 +47,7 @@ bool tb_test_wait_until(bool (*cond)(void *ud), void *ud, int timeout_ms)
             return true;
         if (tb_test_now_ms() >= deadline)
             return false;
-        pause_ms(POLL_MS);
+        tb_test_sleep_ms(POLL_MS);
     }
 }
 
@@ -162,7 +162,7 @@ bool tb_test_wait_port(int port, int timeout_ms)
     while (!port_accepts(port)) {
         if (tb_test_now_ms() >= deadline)
             return false;
-        pause_ms(POLL_MS);
+        tb_test_sleep_ms(POLL_MS);
     }
     return true;
 }
@@ -173,7 +173,7 @@ bool tb_test_wait_port_closed(int port, int timeout_ms)
     while (port_accepts(port)) {
         if (tb_test_now_ms() >= deadline)
             return false;
-        pause_ms(POLL_MS);
+        tb_test_sleep_ms(POLL_MS);
     }
     return true;
 }
@@ -197,7 +197,7 @@ int tb_test_stop(pid_t pid, int sig, int timeout_ms)
             }
             return status;
         }
-        pause_ms(POLL_MS);
+        tb_test_sleep_ms(POLL_MS);
     }
 }
 

@@ -48,6 +48,8 @@ bool tb_test_wait_until(bool (*cond)(void *ud), void *ud, int timeout_ms);
 
 /** Milliseconds on the monotonic clock. */
 long long tb_test_now_ms(void);
+/** Sleeps ms milliseconds, through signals. */
+void tb_test_sleep_ms(int ms);
 
 /** A nats-server started by a test. */
 typedef struct tb_test_nats {

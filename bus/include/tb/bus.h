@@ -14,11 +14,13 @@
  *   - nats: on_event and on_dropped run on nats.c's delivery thread of that
  *     subscription (one thread per subscription; different subscriptions run
  *     concurrently); on_dropped may also run on nats.c's connection-event
- *     thread, as does on_state.
+ *     thread (as does on_state), on the thread that rebuilds lost JetStream
+ *     consumers, or on the one that watches stream leader changes.
  *   - null: no callback ever runs.
- * Callbacks of one subscription never run concurrently with each other on
- * nats; on mem, two publishers on two threads may call the same subscription
- * at the same time. Callbacks must not block for long: they hold up delivery.
+ * on_event calls of one subscription never run concurrently with each other
+ * on nats (on_dropped may run alongside them); on mem, two publishers on two
+ * threads may call the same subscription at the same time. Callbacks must
+ * not block for long: they hold up delivery.
  *
  * Sequences and cursors. Every delivered event carries ev->seq, so its SSE
  * cursor is {tb_bus_epoch(bus), ev->seq}. mem numbers events per bus instance
@@ -61,8 +63,10 @@ typedef struct tb_sub_handlers {
     tb_bus_event_cb on_event;
     /**
      * count events were lost for this subscription since the last report
-     * (the client library dropped them: slow consumer). The subscriber should
-     * resync (send a fresh snapshot) rather than trust its stream.
+     * (the client library dropped them: slow consumer), or may have been (1:
+     * a JetStream consumer rebuilt past a gap, a stream leader change). The
+     * subscriber should resync (send a fresh snapshot) rather than trust its
+     * stream.
      */
     void (*on_dropped)(uint64_t count, void *ud);
 } tb_sub_handlers_t;
@@ -95,6 +99,10 @@ typedef struct tb_bus_stats {
     uint64_t received;          /* envelopes decoded and delivered to subscriptions */
     uint64_t rejected[TB_ENVELOPE_ERROR_COUNT]; /* received envelopes dropped, by reason */
     uint64_t sub_dropped;       /* events lost by subscriptions (sum of on_dropped) */
+    uint64_t js_skipped;        /* nats: JetStream requests failed at once because JetStream
+                                   had just not answered (the caller falls back) */
+    uint64_t js_leader_changes; /* nats: new stream leaders seen (subscriptions resynced) */
+    uint64_t reconnects;        /* times the state went from down back to up */
 } tb_bus_stats_t;
 
 /** Fills opts with the defaults listed above. */

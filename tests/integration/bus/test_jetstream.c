@@ -1,7 +1,9 @@
 /*
  * The nats backend with JetStream (nats-server -js): live events carry
  * stream sequences, the epoch names the stream, replay after a cursor
- * filtered by pattern, and "gone" for another epoch or a purged sequence.
+ * filtered by pattern, and "gone" for another epoch or a purged sequence;
+ * a JetStream that stops answering is left alone and asked again later;
+ * a stream leader change makes stream subscriptions resync.
  */
 #include <nats/nats.h>
 #include <setjmp.h>
@@ -17,16 +19,29 @@
 
 enum { WAIT_MS = 5000 };
 
-static tb_bus_t *open_bus(const char *url)
+static tb_bus_t *open_bus_wait(const char *url, int request_timeout_ms)
 {
     tb_bus_options_t o;
     tb_bus_options_init(&o);
+    o.connect_timeout_ms = request_timeout_ms;
     o.stream_name = "TBTEST";
     o.stream_max_age_s = 600;
     o.stream_max_bytes = 1024 * 1024;
     tb_bus_t *bus = NULL;
     assert_int_equal(tb_bus_create(&bus, url, &o), TB_OK);
     return bus;
+}
+
+static tb_bus_t *open_bus(const char *url)
+{
+    return open_bus_wait(url, 2000);
+}
+
+static uint64_t js_skipped(tb_bus_t *bus)
+{
+    tb_bus_stats_t st;
+    tb_bus_stats(bus, &st);
+    return st.js_skipped;
 }
 
 static void purge(const char *url)
@@ -149,12 +164,117 @@ static void test_jetstream_ordered_subscription_survives_restart(void **state)
     tb_test_nats_stop(&srv);
 }
 
+/* A stopped server holds the connection open but answers nothing, as a JetStream cluster
+ * electing a leader does: after one request goes unanswered, the next fail at once. */
+static void test_jetstream_not_answering_is_left_alone_then_asked_again(void **state)
+{
+    (void)state;
+    tb_test_nats_t srv;
+    assert_true(tb_test_nats_start(&srv, 0, true));
+    tb_bus_t *bus = open_bus_wait(srv.url, 500);
+    purge(srv.url);
+    collector_t live;
+    collector_init(&live);
+    tb_sub_t *sub;
+    assert_int_equal(tb_bus_subscribe(bus, "topology.t1.>", &collect_handlers, &live, &sub),
+                     TB_OK);
+    tb_cursor_t start;
+    assert_int_equal(tb_bus_head(bus, &start), TB_OK);
+    assert_int_equal(tb_bus_publish(bus, "topology.t1.status", NULL, "{\"n\":1}", 7), TB_OK);
+    assert_true(wait_count(&live, 1, WAIT_MS));
+
+    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+    collector_t replayed;
+    collector_init(&replayed);
+    assert_int_equal(tb_bus_replay(bus, "topology.t1.>", &start, collect_event, &replayed),
+                     TB_ETIMEDOUT);
+    uint64_t skipped = js_skipped(bus);
+    assert_int_equal(tb_bus_replay(bus, "topology.t1.>", &start, collect_event, &replayed),
+                     TB_ETIMEDOUT);
+    assert_true(js_skipped(bus) > skipped); /* answered without asking */
+    skipped = js_skipped(bus);
+    tb_sub_t *other = NULL;
+    assert_int_equal(tb_bus_subscribe(bus, "topology.t2.>", &collect_handlers, &live, &other),
+                     TB_EBACKEND);
+    assert_true(js_skipped(bus) > skipped);
+    assert_int_equal(replayed.n, 0);
+
+    assert_int_equal(kill(srv.pid, SIGCONT), 0);
+    /* After the quiet period one request probes, and replays work again. */
+    tb_status st = TB_ETIMEDOUT;
+    for (long long end = tb_test_now_ms() + 10000; st != TB_OK && tb_test_now_ms() < end;) {
+        st = tb_bus_replay(bus, "topology.t1.>", &start, collect_event, &replayed);
+        if (st != TB_OK)
+            tb_test_sleep_ms(100);
+    }
+    assert_int_equal(st, TB_OK);
+    assert_int_equal(replayed.n, 1);
+    assert_string_equal(replayed.events[0]->payload, "{\"n\":1}");
+    /* The live subscription carries on (its consumer rebuilt if it was lost meanwhile). */
+    size_t before = collector_count(&live);
+    long long deadline = tb_test_now_ms() + 15000;
+    while (collector_count(&live) == before && tb_test_now_ms() < deadline) {
+        assert_int_equal(tb_bus_publish(bus, "topology.t1.status", NULL, "{}", 2), TB_OK);
+        wait_count(&live, (unsigned)before + 1, 500);
+    }
+    assert_true(collector_count(&live) > before);
+    tb_sub_close(sub);
+    tb_bus_destroy(bus);
+    collector_cleanup(&live);
+    collector_cleanup(&replayed);
+    tb_test_nats_stop(&srv);
+}
+
+/* What a stream stored without a leader is lost without a trace but the new leader's
+ * advisory: on it, stream subscriptions hear that events may be lost; core ones do not. */
+static void test_jetstream_leader_change_resyncs_stream_subscriptions(void **state)
+{
+    (void)state;
+    tb_test_nats_t srv;
+    assert_true(tb_test_nats_start(&srv, 0, true));
+    tb_bus_t *bus = open_bus(srv.url);
+    collector_t stream, core;
+    collector_init(&stream);
+    collector_init(&core);
+    tb_sub_t *in_stream, *outside;
+    assert_int_equal(tb_bus_subscribe(bus, "topology.t1.>", &collect_handlers, &stream, &in_stream),
+                     TB_OK);
+    assert_int_equal(tb_bus_subscribe(bus, "system.>", &collect_handlers, &core, &outside), TB_OK);
+    natsConnection *nc = NULL;
+    assert_int_equal(natsConnection_ConnectTo(&nc, srv.url), NATS_OK);
+    /* Another stream's leader change is none of our business. */
+    assert_int_equal(natsConnection_PublishString(
+                         nc, "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.OTHER", "{}"),
+                     NATS_OK);
+    assert_int_equal(natsConnection_PublishString(
+                         nc, "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.TBTEST", "{}"),
+                     NATS_OK);
+    assert_int_equal(natsConnection_Flush(nc), NATS_OK);
+    tb_bus_stats_t st = {0};
+    for (long long end = tb_test_now_ms() + WAIT_MS;
+         atomic_load(&stream.dropped) == 0 && tb_test_now_ms() < end;)
+        tb_test_sleep_ms(10);
+    assert_int_equal(atomic_load(&stream.dropped), 1);
+    assert_int_equal(atomic_load(&core.dropped), 0);
+    tb_bus_stats(bus, &st);
+    assert_int_equal(st.js_leader_changes, 1);
+    natsConnection_Destroy(nc);
+    tb_sub_close(in_stream);
+    tb_sub_close(outside);
+    tb_bus_destroy(bus);
+    collector_cleanup(&stream);
+    collector_cleanup(&core);
+    tb_test_nats_stop(&srv);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jetstream_live_sequences_replay_and_gone),
         cmocka_unit_test(test_jetstream_ordered_subscription_survives_restart),
+        cmocka_unit_test(test_jetstream_not_answering_is_left_alone_then_asked_again),
+        cmocka_unit_test(test_jetstream_leader_change_resyncs_stream_subscriptions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -207,18 +207,13 @@ static int find_frame(h_sse_t *s, const char *event, const char *mid)
     return found;
 }
 
-static void nap(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 int h_sse_wait(h_sse_t *s, const char *event, const char *mid, int timeout_ms)
 {
     long long end = tb_test_now_ms() + timeout_ms;
     int i;
     while ((i = find_frame(s, event, mid)) < 0 && tb_test_now_ms() < end)
-        nap(5);
+        tb_test_sleep_ms(5);
     return i;
 }
 
@@ -236,7 +231,7 @@ bool h_wait_status(const char *base, const char *id, const char *token, const ch
         json_decref(doc);
         if (ok)
             return true;
-        nap(20);
+        tb_test_sleep_ms(20);
     } while (tb_test_now_ms() < end);
     return false;
 }
