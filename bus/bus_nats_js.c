@@ -142,6 +142,8 @@ static void watch_leader(nats_bus_t *nb)
     if (s != NATS_OK) {
         tb_log(TB_LOG_WARN, "bus", "cannot watch stream leader changes: %s; a failover may go "
                "unnoticed by open streams", natsStatus_GetText(s));
+        if (ns)
+            natsSubscription_Unsubscribe(ns);
         natsSubscription_Destroy(ns);
         return;
     }
