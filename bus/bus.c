@@ -22,6 +22,7 @@ enum {
     DEFAULT_RING_SIZE = 65536,
     DEFAULT_RING_MAX_BYTES = 64 << 20,
     DEFAULT_MAX_AGE_S = 3600,
+    DEFAULT_DUPLICATES_S = 120,
     DEFAULT_RECONNECT_WAIT_MS = 250,
     DEFAULT_CONNECT_TIMEOUT_MS = 2000,
     DEFAULT_PUBLISH_BUFFER = 8 * 1024 * 1024,
@@ -64,6 +65,7 @@ void tb_bus_options_init(tb_bus_options_t *opts)
         .stream_name = "TOPOBUS",
         .stream_max_age_s = DEFAULT_MAX_AGE_S,
         .stream_max_bytes = (int64_t)256 * 1024 * 1024,
+        .stream_duplicates_s = DEFAULT_DUPLICATES_S,
         .stream_replicas = 1,
         .js_heartbeat_ms = 2000,
         .jetstream = true,
@@ -95,6 +97,8 @@ static tb_status options_check(const tb_bus_options_t *o)
     if (o->ring_size < 1 || o->ring_size > MAX_RING_SIZE || o->ring_max_bytes < 1 ||
         !o->stream_name ||
         !stream_name_valid(o->stream_name) || o->stream_max_age_s < 0 || o->stream_max_bytes < 0 ||
+        o->stream_duplicates_s < 1 ||
+        (o->stream_max_age_s > 0 && o->stream_duplicates_s > o->stream_max_age_s) ||
         o->stream_replicas < 1 || o->js_heartbeat_ms < 100 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
         o->publish_buffer_bytes < 0 || o->sub_pending_msgs < 1 || o->sub_pending_bytes < 1)
         return TB_EINVAL;
@@ -109,6 +113,7 @@ void tb__bus_base_init(tb_bus_t *bus, const struct tb_bus_ops *ops, const tb_bus
     bus->opts.stream_name = bus->stream_name;
     atomic_init(&bus->state, TB_BUS_DOWN);
     TB_ASSERT(pthread_mutex_init(&bus->subs_mu, NULL) == 0);
+    TB_ASSERT(pthread_mutex_init(&bus->confirm_mu, NULL) == 0);
     bus->subs = NULL;
     atomic_init(&bus->published, 0);
     atomic_init(&bus->publish_dropped, 0);
@@ -119,10 +124,13 @@ void tb__bus_base_init(tb_bus_t *bus, const struct tb_bus_ops *ops, const tb_bus
     atomic_init(&bus->js_skipped, 0);
     atomic_init(&bus->js_leader_changes, 0);
     atomic_init(&bus->reconnects, 0);
+    atomic_init(&bus->confirmed, 0);
+    atomic_init(&bus->confirm_failed, 0);
 }
 
 void tb__bus_base_cleanup(tb_bus_t *bus)
 {
+    pthread_mutex_destroy(&bus->confirm_mu);
     pthread_mutex_destroy(&bus->subs_mu);
     free(bus->stream_name);
 }
@@ -435,4 +443,6 @@ void tb_bus_stats(const tb_bus_t *bus, tb_bus_stats_t *out)
     out->js_skipped = atomic_load_explicit(&b->js_skipped, memory_order_relaxed);
     out->js_leader_changes = atomic_load_explicit(&b->js_leader_changes, memory_order_relaxed);
     out->reconnects = atomic_load_explicit(&b->reconnects, memory_order_relaxed);
+    out->confirmed = atomic_load_explicit(&b->confirmed, memory_order_relaxed);
+    out->confirm_failed = atomic_load_explicit(&b->confirm_failed, memory_order_relaxed);
 }

@@ -36,6 +36,10 @@ struct tb_bus_ops {
     /* Replays events after `after` matching pattern on the caller's thread. */
     tb_status (*replay)(tb_bus_t *bus, const char *pattern, const tb_cursor_t *after,
                         tb_bus_event_cb on_event, void *ud);
+    /* Publishes the n valid items in order and sets each one's result by deadline_ms
+     * (tb_clock_mono_ms); never called while DOWN, nor twice at once on one bus. */
+    void (*publish_confirmed)(tb_bus_t *bus, tb_bus_confirm_item_t *const *items, size_t n,
+                              int64_t deadline_ms);
 };
 
 extern const struct tb_bus_ops tb__bus_mem_ops;
@@ -50,6 +54,7 @@ struct tb_bus {
     uint64_t epoch;           /* set by the backend's create */
     atomic_int state;         /* tb_bus_state_t */
     pthread_mutex_t subs_mu;  /* guards the list of open subscriptions */
+    pthread_mutex_t confirm_mu; /* serialises tb_bus_publish_confirmed calls */
     tb_sub_t *subs;           /* open subscriptions, closed by tb_bus_destroy */
     atomic_uint_fast64_t published;
     atomic_uint_fast64_t publish_dropped;
@@ -59,6 +64,8 @@ struct tb_bus {
     atomic_uint_fast64_t js_skipped;
     atomic_uint_fast64_t js_leader_changes;
     atomic_uint_fast64_t reconnects;
+    atomic_uint_fast64_t confirmed;
+    atomic_uint_fast64_t confirm_failed;
 };
 
 /* A thread inside one of a subscription's callbacks; lives on that thread's stack. */

@@ -1,7 +1,8 @@
 /*
  * The in-process bus (mem://): thread-safe, always UP. A publish numbers the
  * event, keeps a reference in a ring of the most recent events (for replay)
- * and calls every matching subscription on the publisher's own thread.
+ * and calls every matching subscription on the publisher's own thread. A
+ * confirmed publish decodes each envelope and publishes it the same way.
  *
  * Ownership: the ring holds one reference per stored event; a publish holds
  * references on the matched subscriptions while it calls them, so a callback
@@ -17,6 +18,7 @@
 
 #include "bus_int.h"
 #include "tb/alloc.h"
+#include "tb/clock.h"
 
 enum { STACK_MATCHES = 32 };
 
@@ -168,6 +170,25 @@ static tb_status mem_replay(tb_bus_t *bus, const char *pattern, const tb_cursor_
     return TB_OK;
 }
 
+/* Delivery is synchronous, so an item is confirmed once its subscribers were called. */
+static void mem_publish_confirmed(tb_bus_t *bus, tb_bus_confirm_item_t *const *items, size_t n,
+                                  int64_t deadline_ms)
+{
+    (void)deadline_ms;
+    for (size_t i = 0; i < n; i++) {
+        tb_event_t *ev = NULL;
+        tb_envelope_error why;
+        /* As a subscriber would: the item's topic is the subject, not the envelope's field. */
+        if (tb_envelope_decode(items[i]->topic, items[i]->envelope, items[i]->len,
+                               tb_clock_wall(), &ev, &why)) {
+            items[i]->result = TB_EINVAL;
+            continue;
+        }
+        items[i]->result = mem_publish(bus, ev);
+        tb_event_unref(ev);
+    }
+}
+
 const struct tb_bus_ops tb__bus_mem_ops = {
     .name = "mem",
     .create = mem_create,
@@ -178,4 +199,5 @@ const struct tb_bus_ops tb__bus_mem_ops = {
     .drain = mem_drain,
     .head = mem_head,
     .replay = mem_replay,
+    .publish_confirmed = mem_publish_confirmed,
 };

@@ -370,6 +370,7 @@ static void nats_destroy(tb_bus_t *bus)
             tb_log(TB_LOG_ERR, "bus", "nats connection did not close in %d ms", WAIT_CLOSE_MS);
         pthread_mutex_unlock(&nb->mu);
     }
+    tb__nats_confirm_free(nb);
     jsCtx_Destroy(nb->js);
     natsConnection_Destroy(nb->nc);
     natsOptions_Destroy(nb->nopts);
@@ -536,4 +537,5 @@ const struct tb_bus_ops tb__bus_nats_ops = {
     .drain = nats_drain,
     .head = nats_head,
     .replay = nats_replay,
+    .publish_confirmed = tb__nats_publish_confirmed,
 };

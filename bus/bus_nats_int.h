@@ -1,6 +1,7 @@
 /*
  * Private to the nats backend (bus_nats.c: connection, publish, live
- * subscriptions; bus_nats_js.c: the JetStream stream, head and replay).
+ * subscriptions; bus_nats_js.c: the JetStream stream, head and replay;
+ * bus_nats_confirm.c: confirmed publishing).
  */
 #ifndef TB_BUS_NATS_INT_H
 #define TB_BUS_NATS_INT_H
@@ -24,11 +25,15 @@ typedef struct nats_sub {
     atomic_int_fast64_t dropped_seen; /* nats.c's dropped count already reported */
 } nats_sub_t;
 
+/* Confirmed publishing over JetStream (bus_nats_confirm.c). */
+typedef struct nats_confirm nats_confirm_t;
+
 typedef struct nats_bus {
     tb_bus_t base;
     natsOptions *nopts;
     natsConnection *nc;
     jsCtx *js;     /* non-NULL when JetStream is in use (decided at create) */
+    nats_confirm_t *confirm; /* with js: confirmed publishing's own jsCtx, or NULL */
     char **servers;
     size_t nservers;
     atomic_bool closing;            /* destroy has begun: no more state reports */
@@ -116,6 +121,14 @@ void tb__nats_sub_completed(nats_bus_t *nb);
 tb_status tb__nats_repair_start(nats_bus_t *nb);
 void tb__nats_repair_wake(nats_bus_t *nb);
 void tb__nats_repair_stop(nats_bus_t *nb);
+
+/** Sets up confirmed publishing (nb->confirm) once nb->js is in use; logs if it cannot. */
+void tb__nats_confirm_setup(nats_bus_t *nb);
+/** Frees nb->confirm (if any), after the connection closed. */
+void tb__nats_confirm_free(nats_bus_t *nb);
+/** The publish_confirmed slot: over JetStream with nb->js, else core publish and flush. */
+void tb__nats_publish_confirmed(tb_bus_t *bus, tb_bus_confirm_item_t *const *items, size_t n,
+                                int64_t deadline_ms);
 
 /** Decodes a received message into a new event, counting rejections; NULL if rejected. */
 tb_event_t *tb__nats_decode(nats_bus_t *nb, natsMsg *msg);

@@ -183,6 +183,7 @@ void tb__nats_js_setup(nats_bus_t *nb)
     cfg.MaxAge = o->stream_max_age_s * NS_PER_S;
     cfg.MaxBytes = o->stream_max_bytes > 0 ? o->stream_max_bytes : -1;
     cfg.Replicas = o->stream_replicas;
+    cfg.Duplicates = o->stream_duplicates_s * NS_PER_S; /* the window of Nats-Msg-Id dedupe */
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     s = js_AddStream(&si, js, &cfg, NULL, &jerr);
@@ -209,6 +210,7 @@ void tb__nats_js_setup(nats_bus_t *nb)
     jsStreamInfo_Destroy(si);
     nb->js = js;
     watch_leader(nb);
+    tb__nats_confirm_setup(nb);
 }
 
 tb_status tb__nats_js_bounds(nats_bus_t *nb, int wait_ms, uint64_t *first, uint64_t *last)

@@ -1,5 +1,5 @@
 /*
- * The disabled bus (`none`): publishing succeeds and goes nowhere,
+ * The disabled bus (`none`): publishing (confirmed or not) succeeds and goes nowhere,
  * subscriptions never receive, the state is DISABLED and replay is always
  * "gone". No threads, no locks, no callbacks.
  */
@@ -69,6 +69,16 @@ static tb_status null_replay(tb_bus_t *bus, const char *pattern, const tb_cursor
     return TB_ENOTFOUND;
 }
 
+/* Confirmed, as every publish here: the bus is disabled, not failing. */
+static void null_publish_confirmed(tb_bus_t *bus, tb_bus_confirm_item_t *const *items, size_t n,
+                                   int64_t deadline_ms)
+{
+    (void)bus;
+    (void)deadline_ms;
+    for (size_t i = 0; i < n; i++)
+        items[i]->result = TB_OK;
+}
+
 const struct tb_bus_ops tb__bus_null_ops = {
     .name = "null",
     .create = null_create,
@@ -79,4 +89,5 @@ const struct tb_bus_ops tb__bus_null_ops = {
     .drain = null_drain,
     .head = null_head,
     .replay = null_replay,
+    .publish_confirmed = null_publish_confirmed,
 };

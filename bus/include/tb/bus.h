@@ -78,6 +78,11 @@ typedef struct tb_bus_options {
     const char *stream_name;       /* nats: JetStream stream on topology.> ("TOPOBUS") */
     int64_t stream_max_age_s;      /* nats: stream retention by age (3600) */
     int64_t stream_max_bytes;      /* nats: stream retention by size (256 MiB) */
+    int64_t stream_duplicates_s;   /* nats: the stream's duplicate window: a message whose
+                                      Nats-Msg-Id was stored this recently is not stored
+                                      again (120; at most stream_max_age_s when that is set).
+                                      Set when the stream is created; an existing stream
+                                      keeps its own */
     int stream_replicas;           /* nats: stream replicas (1) */
     bool jetstream;                /* nats: use JetStream when the server has it (true) */
     int reconnect_wait_ms;         /* nats: wait between reconnect attempts (250) */
@@ -103,6 +108,8 @@ typedef struct tb_bus_stats {
                                    had just not answered (the caller falls back) */
     uint64_t js_leader_changes; /* nats: new stream leaders seen (subscriptions resynced) */
     uint64_t reconnects;        /* times the state went from down back to up */
+    uint64_t confirmed;         /* tb_bus_publish_confirmed items confirmed (TB_OK) */
+    uint64_t confirm_failed;    /* tb_bus_publish_confirmed items not confirmed, for any reason */
 } tb_bus_stats_t;
 
 /** Fills opts with the defaults listed above. */
@@ -144,6 +151,64 @@ tb_status tb_bus_publish(tb_bus_t *bus, const char *topic, const char *type,
  * Statuses as tb_bus_publish.
  */
 tb_status tb_bus_publish_event(tb_bus_t *bus, tb_event_t *ev);
+
+/** One already-encoded envelope to publish with confirmation. */
+typedef struct tb_bus_confirm_item {
+    const char *topic;    /* a valid topic (tb_topic_validate); under topology.> in practice */
+    const char *msg_id;   /* the envelope id (1..64 bytes of [A-Za-z0-9_-]); sent as the
+                             Nats-Msg-Id header */
+    const char *envelope; /* the envelope bytes (CONTRACT §2), not NUL-terminated necessarily */
+    size_t len;
+    tb_status result;     /* out: TB_OK confirmed; TB_EINVAL never publishable (bad topic/id,
+                             not a valid envelope, over TB_ENVELOPE_MAX_BYTES, refused by the
+                             server as invalid); TB_ECLOSED bus down; TB_ETIMEDOUT no answer in
+                             time; TB_EIO / TB_EBACKEND other failures */
+} tb_bus_confirm_item_t;
+
+/**
+ * Publishes the n items in order and waits up to timeout_ms in all for the bus to confirm
+ * them. Returns TB_OK when every item is TB_OK, else the first non-OK item's status (every
+ * item's own result is set). Never buffers for later: while the bus is DOWN every item is
+ * TB_ECLOSED at once and nothing is sent. Blocks: not for an event loop. Any thread; calls
+ * on one bus are serialised.
+ *
+ * Items are borrowed for the call. Invalid items (bad topic or msg_id, an empty or
+ * oversized envelope) are TB_EINVAL, also while DOWN, and never reach the backend; the
+ * others are checked per backend:
+ *   - nats with JetStream (set up at tb_bus_create: the server had JetStream and the
+ *     stream existed or was made): each item is confirmed by the stream's
+ *     acknowledgement; one the stream already held within its duplicate window (same
+ *     msg_id) counts as confirmed. A topic outside topology.> is TB_EINVAL (no stream
+ *     stores it). Items not acknowledged in time are taken back (TB_ETIMEDOUT, or
+ *     TB_ECLOSED if the connection was lost meanwhile), yet may have reached the stream
+ *     anyway: publish them again with the same msg_id. At most 512 KiB await
+ *     acknowledgement at a time, so a server that hangs with the connection open cannot
+ *     hold the call past its deadline.
+ *   - nats without JetStream (the server has none, options.jetstream is off, or the bus
+ *     was created while the server was unreachable): confirmed once the server answered
+ *     a flush after them: it received them, nothing more. Unconfirmed items may still be
+ *     sent later from nats.c's buffers; the Nats-Msg-Id header lets a stream drop them.
+ *   - mem: each envelope is decoded (TB_EINVAL if it is not one) and delivered as by
+ *     tb_bus_publish_event, before the call returns.
+ *   - null: every valid item is TB_OK, and nothing is ever delivered.
+ * Waiting for an earlier call on the same bus counts in timeout_ms (TB_ETIMEDOUT if it
+ * takes all of it). Returns TB_EINVAL without looking at the items for a NULL bus, NULL
+ * items with n > 0 or a negative timeout (every item's result TB_EINVAL when items is not
+ * NULL).
+ */
+tb_status tb_bus_publish_confirmed(tb_bus_t *bus, tb_bus_confirm_item_t *items, size_t n,
+                                   int timeout_ms);
+
+/**
+ * Fills *item to publish the len envelope bytes at envelope on topic, with the envelope's
+ * own `id` as msg_id (CONTRACT §2: the id is also the Nats-Msg-Id). The id is copied into
+ * id_buf (TB_EVENT_ID_LEN + 1 bytes), which item->msg_id then points at; topic and
+ * envelope are borrowed too, so all three must outlive the item. result is TB_OK.
+ * Returns TB_OK, or TB_EINVAL (with *item untouched) if topic is not a valid topic or the
+ * bytes are not an envelope with an id. Pure; any thread.
+ */
+tb_status tb_bus_confirm_item_init(tb_bus_confirm_item_t *item, const char *topic,
+                                   const char *envelope, size_t len, char *id_buf);
 
 /**
  * Waits up to timeout_ms until what was published so far has left the
