@@ -28,7 +28,8 @@ int tb__cmd_gateway(int argc, char **argv)
     int rc = TB_EXIT_USAGE;
     tb_auth_t *auth = NULL;
     tb_gateway_t *gw = NULL;
-    tb_store_t *store = NULL;
+    tb_store_t *store = NULL, *relay_store = NULL;
+    tb_relay_t *relay = NULL;
     /* Until the socket is bound, log lines wait: a failure prints only its one error line,
      * and a start prints the address first, where scripts and tests read it. */
     int held = tb__cmd_log_hold();
@@ -47,10 +48,16 @@ int tb__cmd_gateway(int argc, char **argv)
     if (rc)
         goto out;
     rc = tb__cmd_open_store(&cfg, &store);
+    if (!rc)
+        rc = tb__cmd_relay_create(&cfg, &relay, &relay_store);
+    if (!rc && relay)
+        tb_relay_watch_store(relay, store);
     if (rc)
         goto out;
     tb_gateway_deps_t deps = {.cfg = &cfg, .auth = auth, .bus_provider = tb__cmd_app_bus,
-                              .store = store};
+                              .store = store,
+                              .metrics_extra = relay ? tb__cmd_relay_metrics : NULL,
+                              .metrics_extra_ud = relay};
     tb_status st = tb_gateway_create(&gw, &deps, err, sizeof err);
     if (st) {
         tb__cmd_error("%s", err);
@@ -61,7 +68,7 @@ int tb__cmd_gateway(int argc, char **argv)
     tb_log(TB_LOG_NOTICE, "gateway", "listening on %s", tb_gateway_address(gw));
     tb__cmd_log_drop_held(held, true);
     held = -1;
-    if (tb_gateway_start(gw)) {
+    if ((relay && tb_relay_start(relay)) || tb_gateway_start(gw)) {
         tb__cmd_error("cannot start the gateway threads");
         rc = TB_EXIT_FAILURE;
         goto out;
@@ -72,9 +79,12 @@ int tb__cmd_gateway(int argc, char **argv)
     rc = TB_EXIT_OK;
 out:
     tb__cmd_log_drop_held(held, false);
-    /* Gateway first (it uses both), then the bus (no more callbacks), then the store. */
+    /* Gateway first (it uses both), then the relay (publishes what is left, gives the lease
+     * up), then the bus (no more callbacks), then the stores. */
     tb_gateway_destroy(gw);
+    tb_relay_destroy(relay);
     tb_app_bus_close();
+    tb_store_close(relay_store);
     tb_store_close(store);
     tb_auth_destroy(auth);
     tb_config_cleanup(&cfg);

@@ -11,6 +11,7 @@
 #include "tb/bus.h"
 #include "tb/config.h"
 #include "tb/mutator.h"
+#include "tb/relay.h"
 #include "tb/store.h"
 
 enum { TB_EXIT_OK = 0, TB_EXIT_FAILURE = 1, TB_EXIT_USAGE = 2 };
@@ -41,6 +42,16 @@ int tb__cmd_serve(int argc, char **argv);
 int tb__cmd_load_settings(const tb_cli_spec_t *spec, int argc, char **argv, tb_config_t *cfg);
 /** Opens cfg->db_url; on failure prints one line and returns the exit code (else 0). */
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out);
+/** True when the bus is disabled (`--bus none`): no outbox is written, no relay runs. */
+bool tb__cmd_bus_disabled(const tb_config_t *cfg);
+/**
+ * Opens the relay's own store handle and creates (not starts) the outbox
+ * relay on the process bus; both stay NULL with the bus disabled. Exit code
+ * as above.
+ */
+int tb__cmd_relay_create(const tb_config_t *cfg, tb_relay_t **relay, tb_store_t **store);
+/** tb_gateway_deps_t.metrics_extra for a relay (ud). */
+void tb__cmd_relay_metrics(tb_buf_t *out, void *ud);
 /** Configures the process bus from cfg->bus_url; exit code as above. */
 int tb__cmd_configure_bus(const tb_config_t *cfg);
 /** Checks the mutator's settings together (lease vs hook timeout); exit code as above. */

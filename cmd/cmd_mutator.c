@@ -21,8 +21,9 @@ int tb__cmd_mutator(int argc, char **argv)
     int early = tb__cmd_load_settings(&mutator_spec, argc, argv, &cfg);
     if (early >= 0)
         return early;
-    tb_store_t *store = NULL;
+    tb_store_t *store = NULL, *relay_store = NULL;
     tb_mutator_t *mutator = NULL;
+    tb_relay_t *relay = NULL;
     /* Every setting is checked before anything is opened or created. */
     int rc = tb__cmd_check_mutator_settings(&cfg);
     if (!rc)
@@ -33,10 +34,14 @@ int tb__cmd_mutator(int argc, char **argv)
     if (rc)
         goto out;
     rc = tb__cmd_mutator_create(&cfg, store, &mutator);
+    if (!rc)
+        rc = tb__cmd_relay_create(&cfg, &relay, &relay_store);
     if (rc)
         goto out;
-    if (tb_mutator_start(mutator)) {
-        tb__cmd_error("cannot start the mutator thread");
+    if (relay)
+        tb_relay_watch_store(relay, store);
+    if ((relay && tb_relay_start(relay)) || tb_mutator_start(mutator)) {
+        tb__cmd_error("cannot start the mutator threads");
         rc = TB_EXIT_FAILURE;
         goto out;
     }
@@ -45,9 +50,12 @@ int tb__cmd_mutator(int argc, char **argv)
     tb_log(TB_LOG_NOTICE, "mutator", "signal %d: finishing the current mutation", sig);
     rc = TB_EXIT_OK;
 out:
-    /* The worker first (it uses both), then the bus (no more callbacks), then the store. */
+    /* The worker first (it uses both), then the relay, then the bus (no more callbacks),
+     * then the stores. */
     tb_mutator_destroy(mutator);
+    tb_relay_destroy(relay);
     tb_app_bus_close();
+    tb_store_close(relay_store);
     tb_store_close(store);
     tb_config_cleanup(&cfg);
     return rc;

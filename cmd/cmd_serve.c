@@ -61,9 +61,10 @@ static int print_welcome(const tb_auth_t *auth, const char *address)
 
 typedef struct serve_parts {
     tb_auth_t *auth;
-    tb_store_t *gw_store, *mut_store;
+    tb_store_t *gw_store, *mut_store, *relay_store;
     tb_gateway_t *gw;
     tb_mutator_t *mutator;
+    tb_relay_t *relay;
 } serve_parts_t;
 
 static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generated)
@@ -90,10 +91,18 @@ static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generat
         rc = tb__cmd_open_store(cfg, &p->mut_store);
     if (!rc)
         rc = tb__cmd_mutator_create(cfg, p->mut_store, &p->mutator);
+    if (!rc)
+        rc = tb__cmd_relay_create(cfg, &p->relay, &p->relay_store);
     if (rc)
         return rc;
+    if (p->relay) {
+        tb_relay_watch_store(p->relay, p->gw_store);
+        tb_relay_watch_store(p->relay, p->mut_store);
+    }
     tb_gateway_deps_t deps = {.cfg = cfg, .auth = p->auth, .bus_provider = tb__cmd_app_bus,
-                              .store = p->gw_store};
+                              .store = p->gw_store,
+                              .metrics_extra = p->relay ? tb__cmd_relay_metrics : NULL,
+                              .metrics_extra_ud = p->relay};
     tb_status st = tb_gateway_create(&p->gw, &deps, err, sizeof err);
     if (st) {
         tb__cmd_error("%s", err);
@@ -115,7 +124,8 @@ int tb__cmd_serve(int argc, char **argv)
     int rc = build(&cfg, &p, secret, &generated);
     if (rc)
         goto out;
-    if (tb_mutator_start(p.mutator) || tb_gateway_start(p.gw)) {
+    if ((p.relay && tb_relay_start(p.relay)) || tb_mutator_start(p.mutator) ||
+        tb_gateway_start(p.gw)) {
         tb__cmd_error("cannot start the gateway and mutator threads");
         rc = TB_EXIT_FAILURE;
         goto out;
@@ -134,10 +144,12 @@ int tb__cmd_serve(int argc, char **argv)
     rc = TB_EXIT_OK;
 out:
     /* Gateway (drains its streams), then the mutator (finishes its mutation),
-     * then the bus (no more callbacks), then the stores. */
+     * then the relay, then the bus (no more callbacks), then the stores. */
     tb_gateway_destroy(p.gw);
     tb_mutator_destroy(p.mutator);
+    tb_relay_destroy(p.relay);
     tb_app_bus_close();
+    tb_store_close(p.relay_store);
     tb_store_close(p.mut_store);
     tb_store_close(p.gw_store);
     tb_auth_destroy(p.auth);

@@ -1,11 +1,13 @@
 /*
  * Wiring shared by the long-running subcommands: opening the store with a
- * clear error, configuring the process bus, the bus provider of the gateway
- * and the mutator, the mutator's options, and holding back startup log lines
+ * clear error, configuring the process bus, the bus provider of the gateway,
+ * the mutator and the outbox relay, the mutator's options, and holding back
+ * startup log lines
  * until the listening address is known.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -32,15 +34,43 @@ int tb__cmd_load_settings(const tb_cli_spec_t *spec, int argc, char **argv, tb_c
     return -1;
 }
 
+bool tb__cmd_bus_disabled(const tb_config_t *cfg)
+{
+    return strcmp(cfg->bus_url, "none") == 0;
+}
+
 int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out)
 {
     tb_store_err_t err;
-    tb_store_options_t opts = {.lease_s = cfg->lease_s};
+    /* Without a bus nothing would ever publish change events: write none. */
+    tb_store_options_t opts = {.lease_s = cfg->lease_s, .no_outbox = tb__cmd_bus_disabled(cfg)};
     tb_status st = tb_store_open(out, cfg->db_url, &opts, &err);
     if (st == TB_OK)
         return TB_EXIT_OK;
     tb__cmd_error("--db: cannot open %s: %s", cfg->db_url, err.message);
     return st == TB_EINVAL ? TB_EXIT_USAGE : TB_EXIT_FAILURE;
+}
+
+int tb__cmd_relay_create(const tb_config_t *cfg, tb_relay_t **relay, tb_store_t **store)
+{
+    *relay = NULL;
+    *store = NULL;
+    if (tb__cmd_bus_disabled(cfg))
+        return TB_EXIT_OK;
+    int rc = tb__cmd_open_store(cfg, store);
+    if (rc)
+        return rc;
+    tb_relay_deps_t deps = {.store = *store, .bus_provider = tb__cmd_app_bus};
+    if (tb_relay_create(relay, &deps, NULL)) {
+        tb__cmd_error("cannot create the outbox relay");
+        return TB_EXIT_FAILURE;
+    }
+    return TB_EXIT_OK;
+}
+
+void tb__cmd_relay_metrics(tb_buf_t *out, void *ud)
+{
+    tb_relay_metrics(ud, out);
 }
 
 int tb__cmd_configure_bus(const tb_config_t *cfg)

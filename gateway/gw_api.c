@@ -172,25 +172,6 @@ static bool authorize_topology(gw_request_t *req, unsigned role)
     return true;
 }
 
-/* Fire and forget: the store already holds the truth, the event only hurries UIs along. */
-static void publish(api_job_t *j, tb_topic_family family, const json_t *payload)
-{
-    char topic[TB_TOPIC_BUF_SIZE];
-    if (tb_topic_build(topic, family, j->topology_id))
-        return;
-    tb__gw_publish_json(j->gw, topic, payload);
-}
-
-void tb__gw_publish_json(tb_gateway_t *gw, const char *topic, const json_t *payload)
-{
-    char *text = json_dumps(payload, JSON_COMPACT);
-    tb_bus_t *bus = tb__gw_bus(gw);
-    tb_status st = bus ? tb_bus_publish(bus, topic, NULL, text, strlen(text)) : TB_ECLOSED;
-    if (st)
-        atomic_fetch_add(&gw->counters.publish_failed, 1);
-    free(text);
-}
-
 static void work_list(api_job_t *j)
 {
     json_t *list = NULL;
@@ -265,24 +246,21 @@ void tb__gw_api_get_topology(gw_request_t *req)
 
 /*
  * Deploy and teardown are recorded in the store as the first transition
- * (pending → deploying, or → tearing_down), so a request survives a bus
- * outage, and published on `topology.<id>.status`. The mutator wakes on that
- * event (or finds the status when it polls) and completes the transition.
+ * (pending → deploying, or → tearing_down), together with its
+ * `topology.<id>.status` event in the outbox, so a request survives a bus
+ * outage. The mutator wakes on that event once the relay published it (or
+ * finds the status when it polls) and completes the transition.
  */
 static void work_transition(api_job_t *j)
 {
     tb_topology_status previous;
     tb_store_err_t err;
     tb_status st = tb_store_topology_transition(j->gw->deps.store, j->topology_id,
-                                                TB_TOPOLOGY_ANY, j->to, &previous, &err);
+                                                TB_TOPOLOGY_ANY, j->to, NULL, &previous, &err);
     if (st) {
         job_store_error(j, st, &err);
         return;
     }
-    json_t *payload = json_pack("{s:s, s:s}", "state", tb_topology_status_name(j->to),
-                                "previous", tb_topology_status_name(previous));
-    publish(j, TB_TOPIC_STATUS, payload);
-    json_decref(payload);
     json_t *body = json_pack("{s:s, s:s}", "id", j->topology_id, "status",
                              tb_topology_status_name(j->to));
     job_json(j, 202, body);
@@ -334,10 +312,6 @@ static void work_enqueue(api_job_t *j)
         job_store_error(j, st, &err);
         return;
     }
-    json_t *event = json_pack("{s:s, s:O, s:O}", "mutation_id", tb_store_row_id(row), "op", op,
-                              "payload", payload);
-    publish(j, TB_TOPIC_MUTATION_ENQUEUED, event);
-    json_decref(event);
     json_t *answer =
         json_pack("{s:s, s:s}", "mutation_id", tb_store_row_id(row), "state", "pending");
     job_json(j, 202, answer);

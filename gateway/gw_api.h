@@ -16,7 +16,4 @@ void tb__gw_api_get_mutations(gw_request_t *req);
 void tb__gw_api_post_publish(gw_request_t *req);
 void tb__gw_api_get_readyz(gw_request_t *req);
 
-/** Publishes payload (borrowed) on topic; a failure is counted, never reported. */
-void tb__gw_publish_json(tb_gateway_t *gw, const char *topic, const json_t *payload);
-
 #endif

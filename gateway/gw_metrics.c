@@ -201,6 +201,8 @@ void tb__gw_metrics_get(gw_request_t *req)
            "requests answered 503 because the store did not answer", atomic_load(&c->store_errors));
     render_streams(&b, gw);
     render_bus(&b, gw);
+    if (gw->deps.metrics_extra)
+        gw->deps.metrics_extra(&b, gw->deps.metrics_extra_ud);
     metric(&b, "topobus_uptime_seconds", "gauge", "seconds since the gateway started",
            (unsigned long long)(tb_clock_wall() - gw->started_at));
     tb__gw_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len);

@@ -1,9 +1,10 @@
 /*
  * The drain pass: completes deploy and teardown requests, then claims,
- * applies and commits pending mutations, publishing every step. Runs on the
- * worker thread only (or on tb_mutator_run_once's caller). The store is the
- * truth and is always written before the matching event is published; a
- * publish that fails is counted and otherwise ignored.
+ * applies and commits pending mutations. Runs on the worker thread only (or
+ * on tb_mutator_run_once's caller). The store is the truth: each of its
+ * writes records its own change event in the outbox, in the same
+ * transaction, and the relay publishes it (CONTRACT §2); the mutator
+ * publishes nothing itself but its health.
  *
  * A status change caused by a mutation (active → degraded on failure,
  * degraded → active on success) is written while the mutation is still
@@ -42,38 +43,19 @@ static tb_topology_status doc_status(const json_t *doc)
     return st;
 }
 
-/* Moves id from → to and publishes {"state","previous","reason"?}; false if it did not happen. */
+/* Moves id from → to (the store records the status event); false if it did not happen. */
 static bool transition(tb_mutator_t *m, const char *id, tb_topology_status from,
-                       tb_topology_status to, const char *reason, bool publish)
+                       tb_topology_status to, const char *reason)
 {
     tb_store_err_t err;
-    tb_status st = tb_store_topology_transition(m->deps.store, id, from, to, NULL, &err);
+    tb_status st = tb_store_topology_transition(m->deps.store, id, from, to, reason, NULL, &err);
     if (st == TB_ECONFLICT || st == TB_ENOTFOUND)
         return false; /* another worker or a request got there first */
     if (st) {
         count_store_error(m, "topology transition", id, &err);
         return false;
     }
-    if (publish) {
-        json_t *p = json_pack("{s:s, s:s}", "state", tb_topology_status_name(to), "previous",
-                              tb_topology_status_name(from));
-        if (reason)
-            json_object_set_new(p, "reason", json_string(reason));
-        tb__mutator_publish(m, TB_TOPIC_STATUS, id, p);
-        json_decref(p);
-    }
     return true;
-}
-
-static void publish_status(tb_mutator_t *m, const char *id, tb_topology_status from,
-                           tb_topology_status to, const char *reason)
-{
-    json_t *p = json_pack("{s:s, s:s}", "state", tb_topology_status_name(to), "previous",
-                          tb_topology_status_name(from));
-    if (reason)
-        json_object_set_new(p, "reason", json_string(reason));
-    tb__mutator_publish(m, TB_TOPIC_STATUS, id, p);
-    json_decref(p);
 }
 
 /* Runs the hook, if any, on doc's JSON; true on success, else reason is filled. */
@@ -102,13 +84,13 @@ static void complete_request(tb_mutator_t *m, const char *id)
         char reason[TB_MUTATOR_REASON_BUF_SIZE];
         bool ok = run_hook(m, doc, reason);
         if (transition(m, id, TB_TOPOLOGY_DEPLOYING, ok ? TB_TOPOLOGY_ACTIVE : TB_TOPOLOGY_FAILED,
-                       ok ? NULL : reason, true)) {
+                       ok ? NULL : reason)) {
             atomic_fetch_add(&m->counters.deployed, 1);
             tb_log(TB_LOG_INFO, "mutator", "deploy done: topology=%s state=%s", id,
                    ok ? "active" : "failed");
         }
     } else if (status == TB_TOPOLOGY_TEARING_DOWN) {
-        if (transition(m, id, TB_TOPOLOGY_TEARING_DOWN, TB_TOPOLOGY_TORN_DOWN, NULL, true))
+        if (transition(m, id, TB_TOPOLOGY_TEARING_DOWN, TB_TOPOLOGY_TORN_DOWN, NULL))
             atomic_fetch_add(&m->counters.torn_down, 1);
     }
     json_decref(doc);
@@ -139,8 +121,8 @@ static step_result commit_failure(tb_mutator_t *m, const char *tid, const json_t
 {
     const char *mid = tb_store_row_id(row);
     /* Degrade first, while the row still holds the topology (see the file comment). */
-    bool degraded = status == TB_TOPOLOGY_ACTIVE &&
-                    transition(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, reason, false);
+    if (status == TB_TOPOLOGY_ACTIVE)
+        transition(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, reason);
     tb_store_err_t err;
     tb_status st = tb_store_mutation_mark_failed(m->deps.store, mid, reason, NULL, &err);
     if (st) {
@@ -150,12 +132,6 @@ static step_result commit_failure(tb_mutator_t *m, const char *tid, const json_t
     atomic_fetch_add(&m->counters.failed, 1);
     tb_log(TB_LOG_NOTICE, "mutator", "mutation failed: topology=%s mutation=%s reason=%s", tid,
            mid, reason);
-    json_t *p = json_pack("{s:s, s:s, s:s}", "mutation_id", mid, "op", tb_store_row_op(row),
-                          "reason", reason);
-    tb__mutator_publish(m, TB_TOPIC_MUTATION_FAILED, tid, p);
-    json_decref(p);
-    if (degraded)
-        publish_status(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, reason);
     return STEP_FAILED;
 }
 
@@ -165,14 +141,14 @@ static step_result commit(tb_mutator_t *m, const char *tid, const json_t *row, c
     const char *mid = tb_store_row_id(row);
     int64_t version = tb_store_doc_version(doc) + 1;
     bool restored = status == TB_TOPOLOGY_DEGRADED &&
-                    transition(m, tid, TB_TOPOLOGY_DEGRADED, TB_TOPOLOGY_ACTIVE, NULL, false);
+                    transition(m, tid, TB_TOPOLOGY_DEGRADED, TB_TOPOLOGY_ACTIVE, NULL);
     tb_store_err_t err;
     tb_status st = tb_store_mutation_mark_applied(m->deps.store, mid, next, version, NULL, &err);
     if (st == TB_EINVAL || st == TB_ECONFLICT) {
         char reason[TB_MUTATOR_REASON_BUF_SIZE];
         snprintf(reason, sizeof reason, "the result cannot be stored: %s", err.message);
         if (restored)
-            transition(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, NULL, false);
+            transition(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, reason);
         return commit_failure(m, tid, row, restored ? TB_TOPOLOGY_DEGRADED : status, reason);
     }
     if (st) {
@@ -180,12 +156,6 @@ static step_result commit(tb_mutator_t *m, const char *tid, const json_t *row, c
         return STEP_ERROR;
     }
     atomic_fetch_add(&m->counters.applied, 1);
-    json_t *p = json_pack("{s:s, s:s, s:I}", "mutation_id", mid, "op", tb_store_row_op(row),
-                          "version", (json_int_t)version);
-    tb__mutator_publish(m, TB_TOPIC_MUTATION_APPLIED, tid, p);
-    json_decref(p);
-    if (restored)
-        publish_status(m, tid, TB_TOPOLOGY_DEGRADED, TB_TOPOLOGY_ACTIVE, NULL);
     return STEP_APPLIED;
 }
 
@@ -200,11 +170,6 @@ static step_result step(tb_mutator_t *m, const char *tid)
         count_store_error(m, "claim", tid, &err);
         return STEP_ERROR;
     }
-    const char *mid = tb_store_row_id(row);
-    json_t *p = json_pack("{s:s, s:s, s:O}", "mutation_id", mid, "op", tb_store_row_op(row),
-                          "payload", tb_store_row_payload(row));
-    tb__mutator_publish(m, TB_TOPIC_MUTATION_APPLYING, tid, p);
-    json_decref(p);
     step_result result = STEP_ERROR;
     st = tb_store_topology_get(m->deps.store, tid, &doc, &err);
     if (st) {

@@ -23,19 +23,6 @@ typedef struct mutator_counters {
         store_errors, passes;
 } mutator_counters_t;
 
-enum { TB_MUTATOR_RECENT_EVENTS = 256 };
-
-/* What the mutator published lately, to publish again after a reconnect (mutator_recent.c). */
-typedef struct mutator_recent {
-    struct mutator_recent_event {
-        char *topic;
-        char *payload;
-        int64_t at_ms; /* monotonic */
-    } events[TB_MUTATOR_RECENT_EVENTS];
-    size_t head, count;
-    uint64_t reconnects_seen; /* the bus's reconnect count when last looked at */
-} mutator_recent_t;
-
 struct tb_mutator {
     tb_mutator_deps_t deps;
     tb_mutator_options_t opts; /* defaults filled; opts.hook points at `hook` */
@@ -58,15 +45,8 @@ struct tb_mutator {
     tb_sub_t *sub_enqueued;
     tb_sub_t *sub_status;
 
-    mutator_recent_t recent;
     mutator_counters_t counters;
 };
-
-/** Remembers a published event (topology topics only). */
-void tb__mutator_recent_add(mutator_recent_t *r, const char *topic, const char *payload);
-void tb__mutator_recent_cleanup(mutator_recent_t *r);
-/** If the bus reconnected since the last look, publishes the recent events again. */
-void tb__mutator_republish_if_reconnected(tb_mutator_t *m);
 
 /**
  * Copies len bytes of text into out (TB_MUTATOR_REASON_BUF_SIZE bytes) as a
@@ -85,11 +65,7 @@ void tb__mutator_reason_clean(char *out, const char *text, size_t len, const cha
  */
 void tb__mutator_pass(tb_mutator_t *m, bool full, const json_t *hints);
 
-/** Publishes payload (borrowed) on topic family for topology id; failures are counted. */
-void tb__mutator_publish(tb_mutator_t *m, tb_topic_family family, const char *id,
-                         const json_t *payload);
-
-/** Publishes payload on an exact topic; failures are counted. */
+/** Publishes payload (borrowed) on an exact topic, fire-and-forget (health); failures are counted. */
 void tb__mutator_publish_topic(tb_mutator_t *m, const char *topic, const json_t *payload);
 
 #endif

@@ -28,7 +28,6 @@ enum {
     DEFAULT_LEASE_MS = TB_STORE_LEASE_DEFAULT_S * 1000,
     DEFAULT_HOOK_TIMEOUT_MS = 30 * 1000,
     BUS_RETRY_MS = 1000,
-    RECONNECT_CHECK_MS = 1000, /* how soon a reconnect leads to publishing recent events again */
 };
 
 void tb__mutator_publish_topic(tb_mutator_t *m, const char *topic, const json_t *payload)
@@ -40,16 +39,7 @@ void tb__mutator_publish_topic(tb_mutator_t *m, const char *topic, const json_t 
     char *text = json_dumps(payload, JSON_COMPACT);
     if (tb_bus_publish(m->bus, topic, NULL, text, strlen(text)))
         atomic_fetch_add(&m->counters.publish_failed, 1);
-    tb__mutator_recent_add(&m->recent, topic, text);
     free(text);
-}
-
-void tb__mutator_publish(tb_mutator_t *m, tb_topic_family family, const char *id,
-                         const json_t *payload)
-{
-    char topic[TB_TOPIC_BUF_SIZE];
-    if (tb_topic_build(topic, family, id) == TB_OK)
-        tb__mutator_publish_topic(m, topic, payload);
 }
 
 void tb_mutator_wake(tb_mutator_t *m)
@@ -123,9 +113,6 @@ static bool attach_bus(tb_mutator_t *m)
         return false;
     }
     m->bus = bus;
-    tb_bus_stats_t st;
-    tb_bus_stats(bus, &st);
-    m->recent.reconnects_seen = st.reconnects;
     tb_log(TB_LOG_INFO, "mutator", "listening on the %s bus", tb_bus_backend(bus));
     /* A deploy requested before we listened was announced to nobody. */
     ask_rescan(m);
@@ -234,15 +221,12 @@ static void *worker_main(void *arg)
             recover(m);
             next_recover = now + m->opts.lease_ms / 2;
         }
-        tb__mutator_republish_if_reconnected(m);
         if (pass_due)
             tb__mutator_pass(m, take_rescan(m) || full, hints);
         json_decref(hints);
         int64_t deadline = min64(min64(next_poll, next_recover), next_health);
         if (!m->bus && m->deps.bus_provider)
             deadline = min64(deadline, next_bus);
-        if (m->bus)
-            deadline = min64(deadline, tb_clock_mono_ms() + RECONNECT_CHECK_MS);
         bool woken;
         hints = wait_for_work(m, deadline, &stop, &woken);
         now = tb_clock_mono_ms();
@@ -250,7 +234,6 @@ static void *worker_main(void *arg)
         full = now >= next_poll;
         if (full)
             next_poll = now + m->opts.poll_ms;
-        /* A wait that ended only to look at the reconnect count needs no pass. */
         pass_due = woken || full || !m->bus || now >= next_recover || now >= next_health;
     }
     json_decref(hints);
@@ -333,7 +316,6 @@ void tb_mutator_destroy(tb_mutator_t *m)
         return;
     tb_mutator_stop(m);
     detach_bus(m);
-    tb__mutator_recent_cleanup(&m->recent);
     json_decref(m->hints);
     pthread_cond_destroy(&m->cond);
     pthread_mutex_destroy(&m->lock);

@@ -22,12 +22,24 @@ static const struct tb_store_ops *const backends[] = {
 #define LEASE_MAX_S (7 * 24 * 3600)
 #define BUSY_TIMEOUT_MAX_MS (10 * 60 * 1000)
 
-static tb_store_err_t *err_reset(tb_store_err_t *err, tb_store_err_t *scratch)
+tb_store_err_t *tb__store_err_reset(tb_store_err_t *err, tb_store_err_t *scratch)
 {
     if (!err)
         err = scratch;
     memset(err, 0, sizeof *err);
     return err;
+}
+
+/* Ends a call that may have committed outbox rows: unlocks, then tells the listener. */
+static void unlock_and_notify(tb_store_t *s)
+{
+    bool wrote = s->outbox_written;
+    s->outbox_written = false;
+    tb_store_outbox_cb cb = s->outbox_cb;
+    void *ud = s->outbox_ud;
+    pthread_mutex_unlock(&s->lock);
+    if (wrote && cb)
+        cb(ud);
 }
 
 static tb_status not_found(tb_store_err_t *err, const char *what)
@@ -45,6 +57,7 @@ static void new_id(char *out, char prefix)
 static tb_status resolve_options(const tb_store_options_t *opts, tb_store_options_t *o,
                                  tb_store_err_t *err)
 {
+    memset(o, 0, sizeof *o);
     o->lease_s = TB_STORE_LEASE_DEFAULT_S;
     o->busy_timeout_ms = TB_STORE_BUSY_TIMEOUT_DEFAULT_MS;
     if (!opts)
@@ -60,6 +73,7 @@ static tb_status resolve_options(const tb_store_options_t *opts, tb_store_option
         o->lease_s = opts->lease_s;
     if (opts->busy_timeout_ms > 0)
         o->busy_timeout_ms = opts->busy_timeout_ms;
+    o->no_outbox = opts->no_outbox;
     return TB_OK;
 }
 
@@ -79,7 +93,7 @@ tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_option
                         tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *out = NULL;
     if (!url)
         return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID, "no store URL given");
@@ -96,6 +110,7 @@ tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_option
         return st;
     s->ops = ops;
     s->lease_ms = o.lease_s * 1000;
+    s->outbox = !o.no_outbox;
     pthread_mutex_init(&s->lock, NULL);
     *out = s;
     return TB_OK;
@@ -118,7 +133,7 @@ tb_status tb_store_topology_create(tb_store_t *s, const char *name, const json_t
                                    const json_t *links, json_t **doc, tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *doc = NULL;
     tb_status st = tb__store_check_text(name, TB_STORE_NAME_MAX, true, "name", err);
     if (st)
@@ -139,7 +154,7 @@ tb_status tb_store_topology_create(tb_store_t *s, const char *name, const json_t
 tb_status tb_store_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *doc = NULL;
     if (!tb_topology_id_valid(id))
         return not_found(err, "topology");
@@ -152,7 +167,7 @@ tb_status tb_store_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_
 tb_status tb_store_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *list = NULL;
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->topology_list(s, list, err);
@@ -162,19 +177,22 @@ tb_status tb_store_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *e
 
 tb_status tb_store_topology_transition(tb_store_t *s, const char *id,
                                        tb_topology_status expected_from, tb_topology_status to,
-                                       tb_topology_status *previous, tb_store_err_t *err)
+                                       const char *reason, tb_topology_status *previous,
+                                       tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     if ((unsigned)to >= TB_TOPOLOGY_ANY || (unsigned)expected_from > TB_TOPOLOGY_ANY)
         return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
                               "the target status must be a real status");
+    if (reason && tb__store_check_text(reason, TB_STORE_REASON_MAX, false, "reason", err))
+        return TB_EINVAL;
     if (!tb_topology_id_valid(id))
         return not_found(err, "topology");
     tb_topology_status prev = TB_TOPOLOGY_ANY;
     pthread_mutex_lock(&s->lock);
-    tb_status st = s->ops->topology_transition(s, id, expected_from, to, &prev, err);
-    pthread_mutex_unlock(&s->lock);
+    tb_status st = s->ops->topology_transition(s, id, expected_from, to, reason, &prev, err);
+    unlock_and_notify(s);
     if (previous)
         *previous = prev;
     return st;
@@ -185,7 +203,7 @@ tb_status tb_store_mutation_enqueue(tb_store_t *s, const char *topology_id, cons
                                     tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     if (row)
         *row = NULL;
     if (!tb_topology_id_valid(topology_id))
@@ -213,7 +231,7 @@ tb_status tb_store_mutation_enqueue(tb_store_t *s, const char *topology_id, cons
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->mutation_enqueue(s, id, topology_id, op, text, expected_version,
                                             &scratch_row, err);
-    pthread_mutex_unlock(&s->lock);
+    unlock_and_notify(s);
     free(text);
     if (row)
         *row = scratch_row;
@@ -226,7 +244,7 @@ tb_status tb_store_mutation_list(tb_store_t *s, const char *topology_id, const c
                                  json_t **rows, tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *rows = NULL;
     tb_mutation_state filter = TB_MUTATION_PENDING;
     if (state && tb_mutation_state_parse(state, &filter))
@@ -244,7 +262,7 @@ tb_status tb_store_snapshot(tb_store_t *s, const char *topology_id, json_t **sna
                             tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *snap = NULL;
     if (!tb_topology_id_valid(topology_id))
         return not_found(err, "topology");
@@ -270,7 +288,7 @@ tb_status tb_store_mutation_in_flight(tb_store_t *s, const char *topology_id, js
 tb_status tb_store_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *ids = NULL;
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->topologies_with_pending(s, ids, err);
@@ -282,13 +300,13 @@ tb_status tb_store_mutation_claim(tb_store_t *s, const char *topology_id, json_t
                                   tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     *row = NULL;
     if (!tb_topology_id_valid(topology_id))
         return not_found(err, "topology");
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->mutation_claim(s, topology_id, row, err);
-    pthread_mutex_unlock(&s->lock);
+    unlock_and_notify(s);
     return st;
 }
 
@@ -297,7 +315,7 @@ tb_status tb_store_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
                                          tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     if (row)
         *row = NULL;
     if (!tb_topology_id_valid(mutation_id))
@@ -317,7 +335,7 @@ tb_status tb_store_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
     json_t *scratch_row = NULL;
     pthread_mutex_lock(&s->lock);
     st = s->ops->mutation_mark_applied(s, mutation_id, graph, new_version, &scratch_row, err);
-    pthread_mutex_unlock(&s->lock);
+    unlock_and_notify(s);
     free(graph);
     if (row)
         *row = scratch_row;
@@ -330,7 +348,7 @@ tb_status tb_store_mutation_mark_failed(tb_store_t *s, const char *mutation_id,
                                         const char *reason, json_t **row, tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     if (row)
         *row = NULL;
     if (!tb_topology_id_valid(mutation_id))
@@ -341,7 +359,7 @@ tb_status tb_store_mutation_mark_failed(tb_store_t *s, const char *mutation_id,
     json_t *scratch_row = NULL;
     pthread_mutex_lock(&s->lock);
     st = s->ops->mutation_mark_failed(s, mutation_id, reason, &scratch_row, err);
-    pthread_mutex_unlock(&s->lock);
+    unlock_and_notify(s);
     if (row)
         *row = scratch_row;
     else
@@ -353,11 +371,11 @@ tb_status tb_store_recover_stale(tb_store_t *s, int64_t now_ms, int *requeued, i
                                  tb_store_err_t *err)
 {
     tb_store_err_t scratch;
-    err = err_reset(err, &scratch);
+    err = tb__store_err_reset(err, &scratch);
     int rq = 0, fl = 0;
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->recover_stale(s, now_ms, now_ms - s->lease_ms, &rq, &fl, err);
-    pthread_mutex_unlock(&s->lock);
+    unlock_and_notify(s);
     if (requeued)
         *requeued = rq;
     if (failed)

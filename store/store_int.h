@@ -33,7 +33,8 @@ struct tb_store_ops {
     /* Checks and applies a status change in one read-then-write transaction. */
     tb_status (*topology_transition)(tb_store_t *s, const char *id,
                                      tb_topology_status expected_from, tb_topology_status to,
-                                     tb_topology_status *previous, tb_store_err_t *err);
+                                     const char *reason, tb_topology_status *previous,
+                                     tb_store_err_t *err);
     /* Checks status and version, inserts the row; one transaction. */
     tb_status (*mutation_enqueue)(tb_store_t *s, const char *id, const char *topology_id,
                                   const char *op, const char *payload_text,
@@ -59,6 +60,22 @@ struct tb_store_ops {
     /* Requeues or fails rows whose claim is older than cutoff_ms. */
     tb_status (*recover_stale)(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
                                int *failed, tb_store_err_t *err);
+    /* Takes or renews the outbox lease by the database's clock; *held says who won. */
+    tb_status (*outbox_lease)(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
+                              tb_store_err_t *err);
+    /* Ends holder's lease, if it holds it. */
+    tb_status (*outbox_release)(tb_store_t *s, const char *holder, tb_store_err_t *err);
+    /* The oldest rows in seq order; *rows is NULL when there are none. */
+    tb_status (*outbox_read)(tb_store_t *s, size_t max, tb_outbox_row_t **rows, size_t *n,
+                             tb_store_err_t *err);
+    /* Deletes rows by seq in one transaction. */
+    tb_status (*outbox_delete)(tb_store_t *s, const int64_t *seqs, size_t n, tb_store_err_t *err);
+    /* Moves one row to the set-aside table with a reason, in one transaction. */
+    tb_status (*outbox_set_aside)(tb_store_t *s, int64_t seq, const char *reason,
+                                  tb_store_err_t *err);
+    /* Depth, oldest row's age (database clock) and set-aside count. */
+    tb_status (*outbox_stats)(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
+                              int64_t *set_aside, tb_store_err_t *err);
 };
 
 /** The base every backend struct embeds first. Owned by store.c after open. */
@@ -66,7 +83,41 @@ struct tb_store {
     const struct tb_store_ops *ops;
     pthread_mutex_t lock; /* serialises calls on this store (one connection) */
     int64_t lease_ms;
+    bool outbox;          /* change events are written (not tb_store_options_t.no_outbox) */
+    bool outbox_written;  /* under lock: the running call committed outbox rows */
+    tb_store_outbox_cb outbox_cb;
+    void *outbox_ud;
 };
+
+/** A change event ready for an outbox insert (store_outbox.c). */
+typedef struct tb__store_event {
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    char topic[TB_TOPIC_BUF_SIZE];
+    char msg_id[TB_EVENT_ID_LEN + 1];
+    char *envelope; /* new; tb__store_event_cleanup frees it */
+} tb__store_event_t;
+
+/**
+ * Builds the envelope of a change event: family's topic of topology_id with
+ * payload (taken, also on failure). TB_EINVAL (logged) if it cannot be
+ * encoded, which a valid row never causes.
+ */
+tb_status tb__store_event_build(tb__store_event_t *out, tb_topic_family family,
+                                const char *topology_id, json_t *payload_take);
+void tb__store_event_cleanup(tb__store_event_t *ev);
+
+/**
+ * The payload of a mutation event for row (a mutation row as the backends
+ * return it): enqueued/applying {"mutation_id","op","payload","version"},
+ * applied {"mutation_id","op","version"}, failed
+ * {"mutation_id","op","reason","version"}. New reference.
+ */
+json_t *tb__store_mutation_payload(const json_t *row, tb_topic_family family, int64_t version,
+                                   const char *reason);
+
+/** The payload of a status event: {"state","previous","version","reason"?}. New reference. */
+json_t *tb__store_status_payload(tb_topology_status to, tb_topology_status from, int64_t version,
+                                 const char *reason);
 
 extern const struct tb_store_ops tb__store_sqlite_ops;
 extern const struct tb_store_ops tb__store_pg_ops;
@@ -83,6 +134,9 @@ tb_status tb__store_fail(tb_store_err_t *err, tb_status st, tb_store_reason reas
  */
 tb_status tb__store_check_enqueue(tb_topology_status status, int64_t version, int64_t expected,
                                   tb_store_err_t *err);
+
+/** err, or scratch when err is NULL, cleared. */
+tb_store_err_t *tb__store_err_reset(tb_store_err_t *err, tb_store_err_t *scratch);
 
 /** Epoch milliseconds now (wall clock). */
 int64_t tb__store_now_ms(void);

@@ -30,6 +30,10 @@
 #define TX_ATTEMPTS 3         /* runs of a transaction that meets 40001/40P01 */
 #define URL_MAX_LEN 4096
 #define MIGRATION_LOCK_KEY "7370617" /* pg_advisory_xact_lock key shared by every opener */
+/* The database's clock in epoch ms: clock_timestamp() is the statement's
+ * moment, not the transaction's start (now()). Outbox ages and the relay
+ * lease use it, so every process sharing the database agrees on time. */
+#define DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 static const char *const stmt_sql[TB_PG_COUNT] = {
     [TB_PG_TOPO_INSERT] = "INSERT INTO topologies (id, name, status, version, doc, created_at, "
@@ -45,7 +49,7 @@ static const char *const stmt_sql[TB_PG_COUNT] = {
      * the foreign-key checks of concurrent mutation inserts. */
     [TB_PG_TOPO_LOCK] = "SELECT status, version FROM topologies WHERE id = $1 "
                         "FOR NO KEY UPDATE",
-    [TB_PG_TOPO_TRY_LOCK] = "SELECT 1 FROM topologies WHERE id = $1 "
+    [TB_PG_TOPO_TRY_LOCK] = "SELECT version FROM topologies WHERE id = $1 "
                             "FOR NO KEY UPDATE SKIP LOCKED",
     [TB_PG_TOPO_SET_STATUS] = "UPDATE topologies SET status = $2, updated_at = $3 WHERE id = $1",
     [TB_PG_TOPO_SET_DOC] = "UPDATE topologies SET doc = $2, version = $3, updated_at = $4 "
@@ -83,6 +87,38 @@ static const char *const stmt_sql[TB_PG_COUNT] = {
     [TB_PG_RECOVER_REQUEUE] = "UPDATE mutations SET state = 'pending', "
                               "attempts = attempts + 1, claimed_at = NULL, updated_at = $1 "
                               "WHERE state = 'applying' AND claimed_at < $2 AND attempts = 0",
+    /* seq is drawn here, at insert time: every caller holds the topology's
+     * row lock already (tb__pg_outbox_add). created_at is the server's. */
+    [TB_PG_OUTBOX_INSERT] = "INSERT INTO outbox (topology_id, topic, msg_id, envelope) "
+                            "VALUES ($1, $2, $3, $4)",
+    /* greatest(0, …): a wall clock stepped back must not make an age negative. */
+    [TB_PG_OUTBOX_READ] = "SELECT seq, topic, msg_id, envelope, greatest(0, " DB_NOW_MS
+                          " - created_at) FROM outbox ORDER BY seq LIMIT $1",
+    /* Exact seqs only, never `seq <= n`: a row of another topology with a
+     * lower seq may still be uncommitted, and must not be lost. */
+    [TB_PG_OUTBOX_DELETE] = "DELETE FROM outbox WHERE seq = ANY ($1::bigint[])",
+    /* One statement, so one transaction: the row leaves the outbox exactly
+     * when it lands in the set-aside table. */
+    [TB_PG_OUTBOX_SET_ASIDE] = "WITH moved AS (DELETE FROM outbox WHERE seq = $1 RETURNING seq, "
+                               "topology_id, topic, msg_id, envelope, created_at) "
+                               "INSERT INTO outbox_set_aside (seq, topology_id, topic, msg_id, "
+                               "envelope, created_at, reason, set_aside_at) SELECT seq, "
+                               "topology_id, topic, msg_id, envelope, created_at, $2, " DB_NOW_MS
+                               " FROM moved ON CONFLICT (seq) DO UPDATE SET reason = "
+                               "excluded.reason, set_aside_at = excluded.set_aside_at",
+    [TB_PG_OUTBOX_STATS] = "SELECT count(*), greatest(0, coalesce(" DB_NOW_MS
+                           " - min(created_at), 0)), (SELECT count(*) FROM outbox_set_aside) "
+                           "FROM outbox",
+    /* One statement: the lease row is created, renewed by its holder, or
+     * taken over once expired (excluded.expires_at - ttl is the server's
+     * now), all under the row lock ON CONFLICT takes; RETURNING yields a row
+     * only when granted. */
+    [TB_PG_LEASE_TAKE] = "INSERT INTO outbox_lease AS l (id, holder, expires_at) "
+                         "VALUES (1, $1, " DB_NOW_MS " + $2::bigint) "
+                         "ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, "
+                         "expires_at = excluded.expires_at WHERE l.holder = excluded.holder "
+                         "OR l.expires_at <= excluded.expires_at - $2::bigint RETURNING holder",
+    [TB_PG_LEASE_RELEASE] = "UPDATE outbox_lease SET expires_at = 0 WHERE id = 1 AND holder = $1",
 };
 
 static void stmt_name(tb_pg_stmt idx, char name[8])
@@ -425,6 +461,7 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
         json_decref(*out);
         *out = NULL;
         q->sqlstate[0] = '\0';
+        q->outbox_added = false;
         tb_status st = ensure_connected(q, false, err);
         if (!st)
             st = exec_sql(q, begin, 0, NULL, NULL, "begin", err);
@@ -437,8 +474,13 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
             st = unavailable(err, "the connection was lost during the transaction");
         if (!st)
             st = exec_sql(q, "COMMIT", 0, NULL, NULL, "commit", err);
-        if (!st)
+        if (!st) {
+            /* Only now are the rows there for a relay to read: the
+             * listener must not be woken by an attempt that rolled back. */
+            if (q->outbox_added)
+                q->base.outbox_written = true;
             return TB_OK;
+        }
         rollback_quietly(q);
         json_decref(*out);
         *out = NULL;
@@ -660,4 +702,10 @@ const struct tb_store_ops tb__store_pg_ops = {
     .mutation_mark_applied = tb__pg_mutation_mark_applied,
     .mutation_mark_failed = tb__pg_mutation_mark_failed,
     .recover_stale = tb__pg_recover_stale,
+    .outbox_lease = tb__pg_outbox_lease,
+    .outbox_release = tb__pg_outbox_release,
+    .outbox_read = tb__pg_outbox_read,
+    .outbox_delete = tb__pg_outbox_delete,
+    .outbox_set_aside = tb__pg_outbox_set_aside,
+    .outbox_stats = tb__pg_outbox_stats,
 };

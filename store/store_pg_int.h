@@ -41,6 +41,13 @@ typedef enum tb_pg_stmt {
     TB_PG_PENDING_TOPOLOGIES,
     TB_PG_RECOVER_FAIL,
     TB_PG_RECOVER_REQUEUE,
+    TB_PG_OUTBOX_INSERT,
+    TB_PG_OUTBOX_READ,
+    TB_PG_OUTBOX_DELETE,
+    TB_PG_OUTBOX_SET_ASIDE,
+    TB_PG_OUTBOX_STATS,
+    TB_PG_LEASE_TAKE,
+    TB_PG_LEASE_RELEASE,
     TB_PG_COUNT,
 } tb_pg_stmt;
 
@@ -54,6 +61,7 @@ typedef struct tb_pg_store {
     int64_t down_since_ms; /* monotonic time the connection was lost, 0 while up */
     int failed_connects;   /* connect attempts since down_since_ms */
     bool in_tx;            /* inside tb__pg_tx: statements must not reconnect */
+    bool outbox_added;     /* the running transaction inserted outbox rows (see tb__pg_tx) */
     char sqlstate[6];      /* of the last failed statement; "" if none */
 } tb_pg_store_t;
 
@@ -95,7 +103,9 @@ typedef tb_status (*tb_pg_tx_fn)(tb_pg_store_t *q, void *ctx, json_t **out, tb_s
  * Runs fn inside `begin` … COMMIT. On a serialization failure or deadlock
  * (SQLSTATE 40001, 40P01) the transaction is rolled back and run again, a
  * bounded number of times; *out is released before every attempt and after
- * a failure, so on error it is NULL.
+ * a failure, so on error it is NULL. Sets base.outbox_written once a
+ * transaction that inserted outbox rows has committed (never for one rolled
+ * back or retried).
  */
 tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *ctx, json_t **out,
                     tb_store_err_t *err);
@@ -122,14 +132,15 @@ tb_status tb__pg_row_json(tb_pg_store_t *q, const PGresult *res, int r, json_t *
 /** Appends every row of res (TB_PG_MUT_COLS), decoded, to arr. */
 tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr, tb_store_err_t *err);
 
-/* The slots of tb__store_pg_ops implemented in store_pg_ops.c. */
+/* The slots of tb__store_pg_ops implemented in the other backend files. */
 tb_status tb__pg_topology_create(tb_store_t *s, const char *id, const char *name,
                                  const char *graph_text, json_t **doc, tb_store_err_t *err);
 tb_status tb__pg_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err);
 tb_status tb__pg_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err);
 tb_status tb__pg_topology_transition(tb_store_t *s, const char *id,
                                      tb_topology_status expected_from, tb_topology_status to,
-                                     tb_topology_status *previous, tb_store_err_t *err);
+                                     const char *reason, tb_topology_status *previous,
+                                     tb_store_err_t *err);
 tb_status tb__pg_mutation_enqueue(tb_store_t *s, const char *id, const char *topology_id,
                                   const char *op, const char *payload_text,
                                   int64_t expected_version, json_t **row, tb_store_err_t *err);
@@ -147,6 +158,29 @@ tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const char *mutation_id, co
                                       json_t **row, tb_store_err_t *err);
 tb_status tb__pg_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
                                int *failed, tb_store_err_t *err);
+
+tb_status tb__pg_outbox_lease(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
+                              tb_store_err_t *err);
+tb_status tb__pg_outbox_release(tb_store_t *s, const char *holder, tb_store_err_t *err);
+tb_status tb__pg_outbox_read(tb_store_t *s, size_t max, tb_outbox_row_t **rows, size_t *n,
+                             tb_store_err_t *err);
+tb_status tb__pg_outbox_delete(tb_store_t *s, const int64_t *seqs, size_t n, tb_store_err_t *err);
+tb_status tb__pg_outbox_set_aside(tb_store_t *s, int64_t seq, const char *reason,
+                                  tb_store_err_t *err);
+tb_status tb__pg_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
+                              int64_t *set_aside, tb_store_err_t *err);
+
+/**
+ * Records a change event inside the caller's transaction (tb__pg_tx only):
+ * family's topic of topology_id with payload (taken, also on failure).
+ * Does nothing when the store writes no outbox. Ordering: the caller must
+ * already hold topology_id's row lock (TB_PG_TOPO_LOCK or
+ * TB_PG_TOPO_TRY_LOCK), because seq is drawn here, at insert time, and only
+ * that lock makes one topology's seq order its commit order. TB_EINVAL or
+ * the mapped PostgreSQL error.
+ */
+tb_status tb__pg_outbox_add(tb_pg_store_t *q, tb_topic_family family, const char *topology_id,
+                            json_t *payload_take, tb_store_err_t *err);
 
 /**
  * Reads the status and version of topology id inside the caller's

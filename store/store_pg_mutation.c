@@ -4,6 +4,20 @@
  * order and the version check cannot race a mark-applied. Reads that must
  * agree (list, snapshot) share one REPEATABLE READ READ ONLY transaction.
  *
+ * Every write records its change event in the outbox in its transaction
+ * (store_pg_outbox.c). The outbox's seq is drawn when the row is inserted,
+ * not when it commits, yet the relay publishes one topology's events in seq
+ * order and CONTRACT §2 wants commit order. So every transaction that
+ * inserts an event holds its topology's row lock (FOR NO KEY UPDATE) from
+ * before the insert until its commit: two such transactions of one
+ * topology run their inserts one after the other, and the second draws its
+ * seq only after the first has committed (PostgreSQL makes a commit visible
+ * before it releases the committer's locks), so a reader that sees the
+ * second row sees the first. Enqueue, mark applied, mark failed and
+ * transitions take TB_PG_TOPO_LOCK before their insert; the claim holds
+ * the lock through TB_PG_TOPO_TRY_LOCK. Rows of different topologies may
+ * commit out of seq order; that is why the relay deletes exact seqs.
+ *
  * The claim takes the topology row with FOR NO KEY UPDATE SKIP LOCKED, then
  * the oldest pending row with FOR UPDATE SKIP LOCKED: a claimer never waits
  * for another, and two claimers never get the same row. It must be two
@@ -12,9 +26,9 @@
  * statement would use a snapshot from before the lock and could skip past a
  * row just claimed, breaking the per-topology order).
  *
- * Lock order: mutation row, then topology row (mark applied). Claims never
- * wait; enqueue and transitions hold only the topology row; a deadlock
- * between recoveries is retried by tb__pg_tx.
+ * Lock order: mutation row, then topology row (mark applied, mark failed).
+ * Claims never wait; enqueue and transitions hold only the topology row; a
+ * deadlock between recoveries is retried by tb__pg_tx.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +71,14 @@ static tb_status enqueue_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_
         return st;
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     const char *values[] = {c->id, c->topology_id, c->op, c->payload_text, now.s};
-    return row_query(q, TB_PG_MUT_INSERT, 5, values, "insert mutation", "no row inserted", row,
-                     err);
+    st = row_query(q, TB_PG_MUT_INSERT, 5, values, "insert mutation", "no row inserted", row, err);
+    if (st)
+        return st;
+    /* The topology row is locked above: this event's seq follows every
+     * earlier commit of this topology (see the top of this file). */
+    return tb__pg_outbox_add(
+        q, TB_TOPIC_MUTATION_ENQUEUED, c->topology_id,
+        tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_ENQUEUED, version, NULL), err);
 }
 
 tb_status tb__pg_mutation_enqueue(tb_store_t *s, const char *id, const char *topology_id,
@@ -158,6 +178,7 @@ static tb_status claim_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_er
     if (st)
         return st;
     int locked = PQntuples(res);
+    int64_t version = locked ? tb__pg_int64(res, 0, 0) : 0;
     PQclear(res);
     /* Absent, or another claimer holds it right now: nothing to claim here. */
     if (locked == 0)
@@ -165,8 +186,15 @@ static tb_status claim_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_store_er
                               "no claimable mutation for this topology");
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     values[1] = now.s;
-    return row_query(q, TB_PG_MUT_CLAIM, 2, values, "claim mutation",
-                     "no claimable mutation for this topology", row, err);
+    st = row_query(q, TB_PG_MUT_CLAIM, 2, values, "claim mutation",
+                   "no claimable mutation for this topology", row, err);
+    if (st)
+        return st;
+    /* The try-lock above holds the topology row until commit, so this
+     * event's seq is in commit order (see the top of this file). */
+    return tb__pg_outbox_add(
+        q, TB_TOPIC_MUTATION_APPLYING, c->topology_id,
+        tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_APPLYING, version, NULL), err);
 }
 
 tb_status tb__pg_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
@@ -234,8 +262,15 @@ static tb_status mark_applied_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_s
     if (st)
         return st;
     const char *values[] = {c->mutation_id, now.s};
-    return row_query(q, TB_PG_MUT_SET_APPLIED, 2, values, "mark mutation applied",
-                     "no such mutation", row, err);
+    st = row_query(q, TB_PG_MUT_SET_APPLIED, 2, values, "mark mutation applied", "no such mutation",
+                   row, err);
+    if (st)
+        return st;
+    /* The topology row was locked before the version check above, so this
+     * event's seq is in commit order (see the top of this file). */
+    return tb__pg_outbox_add(
+        q, TB_TOPIC_MUTATION_APPLIED, topology_id,
+        tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_APPLIED, c->new_version, NULL), err);
 }
 
 tb_status tb__pg_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
@@ -251,12 +286,26 @@ static tb_status mark_failed_tx(tb_pg_store_t *q, void *ctx, json_t **row, tb_st
     mark_ctx_t *c = ctx;
     char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
     tb_status st = require_applying(q, c->mutation_id, topology_id, sizeof topology_id, err);
+    /* The failure changes no topology column, but its event needs the
+     * topology's row lock all the same: without it, this seq could be drawn
+     * before a concurrent writer of the topology commits and the event
+     * would commit after that writer's later-numbered one. Same lock order
+     * as mark applied: mutation row, then topology row. */
+    tb_topology_status status;
+    int64_t version = 0;
+    if (!st)
+        st = tb__pg_topology_read_state(q, true, topology_id, &status, &version, err);
     if (st)
         return st;
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     const char *values[] = {c->mutation_id, c->text, now.s};
-    return row_query(q, TB_PG_MUT_SET_FAILED, 3, values, "mark mutation failed", "no such mutation",
-                     row, err);
+    st = row_query(q, TB_PG_MUT_SET_FAILED, 3, values, "mark mutation failed", "no such mutation",
+                   row, err);
+    if (st)
+        return st;
+    return tb__pg_outbox_add(
+        q, TB_TOPIC_MUTATION_FAILED, topology_id,
+        tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_FAILED, version, c->text), err);
 }
 
 tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,

@@ -1,9 +1,11 @@
 /*
  * PostgreSQL backend: topologies. Create is one INSERT … RETURNING; reads
  * are single statements; a status transition locks the row (FOR NO KEY
- * UPDATE), checks and writes in one transaction, so a concurrent writer can
- * neither slip in between nor be lost. Inputs arrive validated from
- * store.c; ids and JSON are always bound as parameters, never spliced.
+ * UPDATE), checks, writes and records its status event in one transaction,
+ * so a concurrent writer can neither slip in between nor be lost, and the
+ * event's outbox seq follows the topology's earlier commits. Inputs arrive
+ * validated from store.c; ids and JSON are always bound as parameters, never
+ * spliced.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +124,7 @@ tb_status tb__pg_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err
 typedef struct transition_ctx {
     const char *id;
     tb_topology_status expected_from, to;
+    const char *reason;
     tb_topology_status *previous;
 } transition_ctx_t;
 
@@ -145,14 +148,21 @@ static tb_status transition_tx(tb_pg_store_t *q, void *ctx, json_t **out, tb_sto
                               tb_topology_status_name(current), tb_topology_status_name(c->to));
     tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
     const char *values[] = {c->id, tb_topology_status_name(c->to), now.s};
-    return tb__pg_command(q, TB_PG_TOPO_SET_STATUS, 3, values, "update topology status", err);
+    st = tb__pg_command(q, TB_PG_TOPO_SET_STATUS, 3, values, "update topology status", err);
+    if (st)
+        return st;
+    /* The row lock taken above is held until commit, so this event's seq
+     * is in commit order among the topology's events (store_pg_mutation.c). */
+    return tb__pg_outbox_add(q, TB_TOPIC_STATUS, c->id,
+                             tb__store_status_payload(c->to, current, version, c->reason), err);
 }
 
 tb_status tb__pg_topology_transition(tb_store_t *s, const char *id,
                                      tb_topology_status expected_from, tb_topology_status to,
-                                     tb_topology_status *previous, tb_store_err_t *err)
+                                     const char *reason, tb_topology_status *previous,
+                                     tb_store_err_t *err)
 {
-    transition_ctx_t c = {id, expected_from, to, previous};
+    transition_ctx_t c = {id, expected_from, to, reason, previous};
     json_t *unused = NULL;
     return tb__pg_tx(tb__pg_from(s), TB_PG_BEGIN, transition_tx, &c, &unused, err);
 }

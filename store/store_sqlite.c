@@ -1,6 +1,7 @@
 /*
  * The SQLite backend's life cycle: open the file, configure the connection
- * (busy timeout first, then WAL, synchronous=NORMAL, foreign keys), run the
+ * (busy timeout first, then WAL, synchronous=FULL so an answered write survives
+ * a power loss, foreign keys), run the
  * embedded forward migrations under BEGIN IMMEDIATE so concurrent openers
  * migrate once, then prepare every statement the backend will ever run.
  * Also the helpers shared by the backend files: error mapping (the one place
@@ -66,6 +67,24 @@ static const char *const stmt_sql[TB_SQ_COUNT] = {
     [TB_SQ_RECOVER_REQUEUE] = "UPDATE mutations SET state = 'pending', "
                               "attempts = attempts + 1, claimed_at = NULL, updated_at = ?1 "
                               "WHERE state = 'applying' AND claimed_at < ?2 AND attempts = 0",
+    [TB_SQ_OUTBOX_INSERT] = "INSERT INTO outbox (topology_id, topic, msg_id, envelope, "
+                            "created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [TB_SQ_OUTBOX_READ] = "SELECT seq, topic, msg_id, envelope, ?2 - created_at FROM outbox "
+                          "ORDER BY seq LIMIT ?1",
+    [TB_SQ_OUTBOX_DELETE] = "DELETE FROM outbox WHERE seq = ?1",
+    [TB_SQ_OUTBOX_SET_ASIDE] = "INSERT OR REPLACE INTO outbox_set_aside (seq, topology_id, topic, "
+                               "msg_id, envelope, created_at, reason, set_aside_at) "
+                               "SELECT seq, topology_id, topic, msg_id, envelope, created_at, ?2, "
+                               "?3 FROM outbox WHERE seq = ?1",
+    [TB_SQ_OUTBOX_STATS] = "SELECT count(*), coalesce(?1 - min(created_at), 0) FROM outbox",
+    [TB_SQ_OUTBOX_SET_ASIDE_COUNT] = "SELECT count(*) FROM outbox_set_aside",
+    /* One statement: the lease row is created, renewed by its holder, or
+     * taken over once expired; RETURNING yields a row only when granted. */
+    [TB_SQ_LEASE_TAKE] = "INSERT INTO outbox_lease (id, holder, expires_at) VALUES (1, ?1, ?2 + ?3) "
+                         "ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, "
+                         "expires_at = excluded.expires_at WHERE outbox_lease.holder = "
+                         "excluded.holder OR outbox_lease.expires_at <= ?2 RETURNING holder",
+    [TB_SQ_LEASE_RELEASE] = "UPDATE outbox_lease SET expires_at = 0 WHERE id = 1 AND holder = ?1",
 };
 
 tb_status tb__sq_error(tb_sq_store_t *q, int rc, const char *what, tb_store_err_t *err)
@@ -297,7 +316,7 @@ static tb_status configure(tb_sq_store_t *q, const tb_store_options_t *o, const 
     if (!wal && strcmp(path, ":memory:") != 0)
         return tb__store_fail(err, TB_EBACKEND, TB_STORE_R_BACKEND,
                               "the database cannot use WAL mode");
-    return exec_sql(q, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", "set pragmas", err);
+    return exec_sql(q, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", "set pragmas", err);
 }
 
 static tb_status prepare_all(tb_sq_store_t *q, tb_store_err_t *err)
@@ -373,4 +392,10 @@ const struct tb_store_ops tb__store_sqlite_ops = {
     .mutation_mark_applied = tb__sq_mutation_mark_applied,
     .mutation_mark_failed = tb__sq_mutation_mark_failed,
     .recover_stale = tb__sq_recover_stale,
+    .outbox_lease = tb__sq_outbox_lease,
+    .outbox_release = tb__sq_outbox_release,
+    .outbox_read = tb__sq_outbox_read,
+    .outbox_delete = tb__sq_outbox_delete,
+    .outbox_set_aside = tb__sq_outbox_set_aside,
+    .outbox_stats = tb__sq_outbox_stats,
 };

@@ -42,6 +42,14 @@ typedef enum tb_sq_stmt {
     TB_SQ_PENDING_TOPOLOGIES,
     TB_SQ_RECOVER_FAIL,
     TB_SQ_RECOVER_REQUEUE,
+    TB_SQ_OUTBOX_INSERT,
+    TB_SQ_OUTBOX_READ,
+    TB_SQ_OUTBOX_DELETE,
+    TB_SQ_OUTBOX_SET_ASIDE,
+    TB_SQ_OUTBOX_STATS,
+    TB_SQ_OUTBOX_SET_ASIDE_COUNT,
+    TB_SQ_LEASE_TAKE,
+    TB_SQ_LEASE_RELEASE,
     TB_SQ_COUNT,
 } tb_sq_stmt;
 
@@ -98,7 +106,8 @@ tb_status tb__sq_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_st
 tb_status tb__sq_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err);
 tb_status tb__sq_topology_transition(tb_store_t *s, const char *id,
                                      tb_topology_status expected_from, tb_topology_status to,
-                                     tb_topology_status *previous, tb_store_err_t *err);
+                                     const char *reason, tb_topology_status *previous,
+                                     tb_store_err_t *err);
 tb_status tb__sq_mutation_enqueue(tb_store_t *s, const char *id, const char *topology_id,
                                   const char *op, const char *payload_text,
                                   int64_t expected_version, json_t **row, tb_store_err_t *err);
@@ -116,6 +125,25 @@ tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const char *mutation_id, co
                                       json_t **row, tb_store_err_t *err);
 tb_status tb__sq_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
                                int *failed, tb_store_err_t *err);
+
+tb_status tb__sq_outbox_lease(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
+                              tb_store_err_t *err);
+tb_status tb__sq_outbox_release(tb_store_t *s, const char *holder, tb_store_err_t *err);
+tb_status tb__sq_outbox_read(tb_store_t *s, size_t max, tb_outbox_row_t **rows, size_t *n,
+                             tb_store_err_t *err);
+tb_status tb__sq_outbox_delete(tb_store_t *s, const int64_t *seqs, size_t n, tb_store_err_t *err);
+tb_status tb__sq_outbox_set_aside(tb_store_t *s, int64_t seq, const char *reason,
+                                  tb_store_err_t *err);
+tb_status tb__sq_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
+                              int64_t *set_aside, tb_store_err_t *err);
+
+/**
+ * Records a change event inside the caller's write transaction: family's
+ * topic of topology_id with payload (taken). Does nothing when the store
+ * writes no outbox. TB_EINVAL or the mapped SQLite error.
+ */
+tb_status tb__sq_outbox_add(tb_sq_store_t *q, tb_topic_family family, const char *topology_id,
+                            json_t *payload_take, tb_store_err_t *err);
 
 /**
  * Reads the status and version of topology id (inside the caller's

@@ -2,8 +2,9 @@
  * SQLite backend: the mutation queue. Enqueue and the mark operations read
  * then write, so they run inside BEGIN IMMEDIATE (a plain BEGIN would fail
  * at once with SQLITE_BUSY_SNAPSHOT when another process wrote in between).
- * The claim is a single UPDATE … RETURNING and needs no explicit
- * transaction. Reads that must agree with each other (the snapshot) share
+ * The claim is a single UPDATE … RETURNING, in a transaction only so its
+ * mutation.applying event commits with it. Every write records its change
+ * event in the outbox in the same transaction (store_sqlite_outbox.c). Reads that must agree with each other (the snapshot) share
  * one read transaction; WAL readers never wait for writers.
  */
 #include <string.h>
@@ -39,6 +40,11 @@ tb_status tb__sq_mutation_enqueue(tb_store_t *s, const char *id, const char *top
     else
         result = tb__sq_error(q, rc, "insert mutation", err);
     sqlite3_reset(st);
+    if (!result)
+        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_ENQUEUED, topology_id,
+                                   tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_ENQUEUED,
+                                                              version, NULL),
+                                   err);
     if (result)
         goto fail;
     result = tb__sq_commit(q, err);
@@ -147,11 +153,14 @@ tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, json_t *
                                 tb_store_err_t *err)
 {
     tb_sq_store_t *q = tb__sq_from(s);
+    /* The claim itself is one atomic statement; the transaction adds its event. */
+    tb_status result = tb__sq_begin(q, true, err);
+    if (result)
+        return result;
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_MUT_CLAIM);
     sqlite3_bind_text(st, 1, topology_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, tb__store_now_ms());
     int rc = sqlite3_step(st);
-    tb_status result;
     if (rc == SQLITE_ROW)
         result = tb__sq_row_json(q, st, row, err);
     else if (rc == SQLITE_DONE)
@@ -161,6 +170,22 @@ tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, json_t *
         result = tb__sq_error(q, rc, "claim mutation", err);
     /* Reset completes the statement: the update happened in the first step. */
     sqlite3_reset(st);
+    tb_topology_status status;
+    int64_t version = 0;
+    if (!result)
+        result = tb__sq_topology_state(q, topology_id, &status, &version, err);
+    if (!result)
+        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_APPLYING, topology_id,
+                                   tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_APPLYING,
+                                                              version, NULL),
+                                   err);
+    if (!result)
+        result = tb__sq_commit(q, err);
+    if (result) {
+        json_decref(*row);
+        *row = NULL;
+        tb__sq_rollback(q);
+    }
     return result;
 }
 
@@ -246,6 +271,11 @@ tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
     sqlite3_bind_text(st, 1, mutation_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
     result = step_returning(q, st, "mark mutation applied", row, err);
+    if (!result)
+        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_APPLIED, topology_id,
+                                   tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_APPLIED,
+                                                              new_version, NULL),
+                                   err);
     if (result)
         goto fail;
     result = tb__sq_commit(q, err);
@@ -268,6 +298,10 @@ tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const char *mutation_id, co
         return result;
     char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
     result = require_applying(q, mutation_id, topology_id, sizeof topology_id, err);
+    tb_topology_status status;
+    int64_t version = 0;
+    if (!result)
+        result = tb__sq_topology_state(q, topology_id, &status, &version, err);
     if (result)
         goto fail;
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_MUT_SET_FAILED);
@@ -275,6 +309,11 @@ tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const char *mutation_id, co
     sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, tb__store_now_ms());
     result = step_returning(q, st, "mark mutation failed", row, err);
+    if (!result)
+        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_FAILED, topology_id,
+                                   tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_FAILED,
+                                                              version, reason),
+                                   err);
     if (result)
         goto fail;
     result = tb__sq_commit(q, err);

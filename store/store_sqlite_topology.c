@@ -142,7 +142,8 @@ tb_status tb__sq_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err
 
 tb_status tb__sq_topology_transition(tb_store_t *s, const char *id,
                                      tb_topology_status expected_from, tb_topology_status to,
-                                     tb_topology_status *previous, tb_store_err_t *err)
+                                     const char *reason, tb_topology_status *previous,
+                                     tb_store_err_t *err)
 {
     tb_sq_store_t *q = tb__sq_from(s);
     tb_status result = tb__sq_begin(q, true, err);
@@ -176,6 +177,10 @@ tb_status tb__sq_topology_transition(tb_store_t *s, const char *id,
         result = tb__sq_error(q, rc, "update topology status", err);
         goto fail;
     }
+    result = tb__sq_outbox_add(q, TB_TOPIC_STATUS, id,
+                               tb__store_status_payload(to, current, version, reason), err);
+    if (result)
+        goto fail;
     return tb__sq_commit(q, err);
 fail:
     tb__sq_rollback(q);

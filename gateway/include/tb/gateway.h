@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "tb/auth.h"
+#include "tb/buf.h"
 #include "tb/bus.h"
 #include "tb/config.h"
 #include "tb/store.h"
@@ -33,6 +34,10 @@ typedef struct tb_gateway_deps {
     tb_gateway_bus_provider bus_provider;
     void *bus_provider_ud;
     tb_store_t *store;
+    /* Appends more Prometheus text to GET /metrics (the process's outbox relay), or NULL.
+     * Runs on an event loop: it must not block. */
+    void (*metrics_extra)(tb_buf_t *out, void *ud);
+    void *metrics_extra_ud;
 } tb_gateway_deps_t;
 
 /**

@@ -40,6 +40,8 @@
 #include <jansson.h>
 
 #include "tb/base.h"
+#include "tb/event.h"
+#include "tb/topic.h"
 
 #define TB_STORE_NAME_MAX 200             /* bytes of a topology name (UTF-8) */
 #define TB_STORE_TEXT_MAX 200             /* bytes of a node kind or label */
@@ -99,6 +101,8 @@ typedef struct tb_store_options {
     int64_t lease_s;        /* claim lease for tb_store_recover_stale; 0 = 60 s */
     int busy_timeout_ms;    /* wait for a locked database; 0 = 5000 ms (PostgreSQL: also
                                the statement timeout) */
+    bool no_outbox;         /* write no change events: for a process without a bus, whose
+                               events nobody would relay (see "The outbox" below) */
 } tb_store_options_t;
 
 /** Stable snake_case code of a reason ("version_conflict", "not_mutable", ...); never NULL. */
@@ -166,14 +170,18 @@ tb_status tb_store_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *e
 /**
  * Moves topology id to status `to` if the status machine allows it from the
  * current status and, unless expected_from is TB_TOPOLOGY_ANY, the current
- * status is expected_from. *previous (may be NULL) gets the status before.
- * Changes nothing on error. TB_EINVAL (to is ANY), TB_ENOTFOUND,
- * TB_ECONFLICT (TB_STORE_R_WRONG_STATE: current != expected_from;
+ * status is expected_from, and records the `status` event {"state",
+ * "previous","version","reason"?} in the outbox in the same transaction.
+ * reason (may be NULL; 1..TB_STORE_REASON_MAX bytes of UTF-8) says why.
+ * *previous (may be NULL) gets the status before. Changes nothing on error.
+ * TB_EINVAL (to is ANY, bad reason), TB_ENOTFOUND, TB_ECONFLICT
+ * (TB_STORE_R_WRONG_STATE: current != expected_from;
  * TB_STORE_R_ILLEGAL_TRANSITION), TB_ETIMEDOUT, TB_EBACKEND.
  */
 tb_status tb_store_topology_transition(tb_store_t *s, const char *id,
                                        tb_topology_status expected_from, tb_topology_status to,
-                                       tb_topology_status *previous, tb_store_err_t *err);
+                                       const char *reason, tb_topology_status *previous,
+                                       tb_store_err_t *err);
 
 /**
  * Enqueues a mutation (`m_` + 16 hex, state pending) on topology_id. op must
@@ -256,6 +264,81 @@ tb_status tb_store_mutation_mark_failed(tb_store_t *s, const char *mutation_id,
  */
 tb_status tb_store_recover_stale(tb_store_t *s, int64_t now_ms, int *requeued, int *failed,
                                  tb_store_err_t *err);
+
+/*
+ * The outbox (CONTRACT §2, DESIGN "The store"). Every write above that
+ * changes a topology or a mutation row also writes the event that records
+ * it, in the same transaction: enqueue → mutation.enqueued, claim →
+ * mutation.applying, mark_applied → mutation.applied, mark_failed →
+ * mutation.failed, transition → status. Each payload carries "version", the
+ * topology's version once the change is committed. A relay (relay/) reads
+ * the rows in commit order per topology, publishes them and deletes each
+ * once the bus confirmed it. One relay at a time holds the store-wide
+ * outbox lease; times are the database's clock, not the callers'.
+ */
+
+#define TB_OUTBOX_REASON_MAX 200 /* bytes of the reason a row is set aside */
+
+/** One committed change event waiting for the bus. */
+typedef struct tb_outbox_row {
+    int64_t seq;                        /* commit order (per topology) */
+    char topic[TB_TOPIC_BUF_SIZE];      /* topology.<id>.<tail> */
+    char msg_id[TB_EVENT_ID_LEN + 1];   /* the envelope's id */
+    char *envelope;                     /* the envelope bytes, NUL-terminated; owned by the row */
+    size_t len;
+    int64_t age_ms;                     /* since the commit, by the database's clock */
+} tb_outbox_row_t;
+
+/** Called after a commit that wrote outbox rows, on the committing thread, without locks. */
+typedef void (*tb_store_outbox_cb)(void *ud);
+
+/**
+ * Sets (cb non-NULL) or clears the listener told about every commit of this
+ * store handle that wrote outbox rows: the relay's in-process wake-up. Call
+ * while no other call runs on s (at wiring time).
+ */
+void tb_store_set_outbox_listener(tb_store_t *s, tb_store_outbox_cb cb, void *ud);
+
+/**
+ * Takes or renews the store-wide outbox lease for holder (1..64 bytes of
+ * [A-Za-z0-9_.:-]) for ttl_ms (100..600000), by the database's clock:
+ * granted when the lease is free, expired or already the holder's. *held
+ * says whether holder holds it now. TB_EINVAL, TB_ECLOSED, TB_ETIMEDOUT,
+ * TB_EBACKEND.
+ */
+tb_status tb_store_outbox_lease(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
+                                tb_store_err_t *err);
+
+/** Gives the lease up if holder holds it (at shutdown), so another relay takes over at once. */
+tb_status tb_store_outbox_release(tb_store_t *s, const char *holder, tb_store_err_t *err);
+
+/**
+ * Reads up to max (1..10000) of the oldest outbox rows, in seq order.
+ * *rows is a new array of *n rows (NULL when none), freed with
+ * tb_store_outbox_rows_free. TB_EINVAL, TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_outbox_read(tb_store_t *s, size_t max, tb_outbox_row_t **rows, size_t *n,
+                               tb_store_err_t *err);
+
+/** Frees what tb_store_outbox_read returned. Accepts NULL. */
+void tb_store_outbox_rows_free(tb_outbox_row_t *rows, size_t n);
+
+/** Deletes the n (≤ 10000) rows with these seqs (published and confirmed); absent ones are ignored. */
+tb_status tb_store_outbox_delete(tb_store_t *s, const int64_t *seqs, size_t n,
+                                 tb_store_err_t *err);
+
+/**
+ * Moves row seq out of the outbox into the set-aside table with reason
+ * (1..TB_OUTBOX_REASON_MAX bytes; e.g. "invalid_envelope"), for a row the
+ * bus can never accept; it no longer blocks the rows behind it. TB_OK also
+ * if the row is gone already.
+ */
+tb_status tb_store_outbox_set_aside(tb_store_t *s, int64_t seq, const char *reason,
+                                    tb_store_err_t *err);
+
+/** Rows waiting and the age of the oldest (0 when empty), in ms by the database's clock. */
+tb_status tb_store_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
+                                int64_t *set_aside, tb_store_err_t *err);
 
 /* Typed accessors over the rows and documents above. Returned strings are
  * borrowed from the json value (valid while it lives); NULL/-1 if absent. */

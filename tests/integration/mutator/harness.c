@@ -11,7 +11,9 @@
 #include "harness.h"
 #include "sse_reader.h"
 #include "tb/alloc.h"
+#include "tb/auth.h"
 #include "tb/buf.h"
+#include "tb/clock.h"
 
 void h_dir_make(char *dir, size_t cap, const char *tag)
 {
@@ -52,6 +54,22 @@ pid_t h_topobus(const char *log, const char *const *args)
     if (nspawned < sizeof spawned / sizeof spawned[0])
         spawned[nspawned++] = pid;
     return pid;
+}
+
+char *h_mint(const char *secret, const char *roles)
+{
+    tb_auth_t *auth = NULL;
+    char err[256];
+    unsigned r = 0;
+    char *token = NULL;
+    if (tb_auth_create(&auth, secret, strlen(secret), NULL, err, sizeof err) ||
+        tb_auth_roles_parse(roles, &r) ||
+        tb_auth_mint(auth, "test", r, 600, tb_clock_wall(), &token)) {
+        fprintf(stderr, "h_mint: cannot mint a token: %s\n", err);
+        abort();
+    }
+    tb_auth_destroy(auth);
+    return token;
 }
 
 void h_write_file(const char *path, const char *text, bool script)

@@ -31,6 +31,9 @@ pid_t h_topobus(const char *log, const char *const *args);
  * test must not leave servers behind. */
 void h_reap_all(void);
 
+/** A token for sub "test" with roles (e.g. "admin"), valid 10 minutes, signed with secret (HS256). */
+char *h_mint(const char *secret, const char *roles);
+
 /** Writes text to path with mode (a hook script: "#!/bin/sh\n" is prepended when script). */
 void h_write_file(const char *path, const char *text, bool script);
 

@@ -93,7 +93,9 @@ static void story(const char *base, const char *token)
             json_decref(fr);
         }
     }
-    assert_true(status > failed);
+    /* The topology degrades while the failing row still holds it: that status event is
+     * committed, and so published, before mutation.failed. */
+    assert_true(status >= 0 && status < failed);
     assert_string_equal(event_at(&sse, status), "status");
     h_sse_close(&sse);
 
@@ -113,18 +115,6 @@ static void stop_cleanly(pid_t pid)
     assert_int_equal(WEXITSTATUS(ws), 0);
 }
 
-static char *mint(const char *roles)
-{
-    tb_auth_t *auth = NULL;
-    char err[256];
-    unsigned r = 0;
-    assert_int_equal(tb_auth_create(&auth, SECRET, strlen(SECRET), NULL, err, sizeof err), TB_OK);
-    assert_int_equal(tb_auth_roles_parse(roles, &r), TB_OK);
-    char *token = NULL;
-    assert_int_equal(tb_auth_mint(auth, "e2e", r, 600, tb_clock_wall(), &token), TB_OK);
-    tb_auth_destroy(auth);
-    return token;
-}
 
 static void test_e2e_gateway_mutator_nats(void **state)
 {
@@ -146,7 +136,7 @@ static void test_e2e_gateway_mutator_nats(void **state)
     const char *mut_args[] = {"mutator", "--bus", nats.url, "--db", db, "--poll", "60", NULL};
     pid_t mut = h_topobus(log, mut_args);
     assert_true(tb_test_wait_port(port, 10000));
-    char *token = mint("admin");
+    char *token = h_mint(SECRET, "admin");
     story(base, token);
     free(token);
     stop_cleanly(mut);

@@ -7,6 +7,9 @@
 
 #include "store_fixture.h"
 #include "tb/alloc.h"
+#include "tb/envelope.h"
+
+#define OUTBOX_READ_MAX 10000
 
 static void die(const char *what, const char *detail)
 {
@@ -132,4 +135,83 @@ size_t tb_test_count_rows(tb_store_t *s, const char *id)
     size_t n = json_array_size(rows);
     json_decref(rows);
     return n;
+}
+
+tb_store_t *tb_test_store_open_with(const tb_test_store_t *t, bool no_outbox)
+{
+    tb_store_options_t opts = {.no_outbox = no_outbox};
+    tb_store_err_t err;
+    tb_store_t *s = NULL;
+    if (tb_store_open(&s, t->url, &opts, &err) != TB_OK)
+        die("open", err.message);
+    return s;
+}
+
+void tb_test_outbox_drain(tb_store_t *s)
+{
+    for (;;) {
+        tb_outbox_row_t *rows = NULL;
+        size_t n = 0;
+        tb_store_err_t err;
+        if (tb_store_outbox_read(s, OUTBOX_READ_MAX, &rows, &n, &err) != TB_OK)
+            die("read outbox", err.message);
+        if (n == 0)
+            return;
+        int64_t *seqs = tb_xcalloc(n, sizeof *seqs);
+        for (size_t i = 0; i < n; i++)
+            seqs[i] = rows[i].seq;
+        tb_store_outbox_rows_free(rows, n);
+        if (tb_store_outbox_delete(s, seqs, n, &err) != TB_OK)
+            die("delete outbox rows", err.message);
+        free(seqs);
+    }
+}
+
+/* Checks one outbox row and returns it as {"seq","type","id","payload"}. */
+static json_t *outbox_event(const tb_outbox_row_t *r)
+{
+    char where[128];
+    snprintf(where, sizeof where, "outbox row %lld (age %lld ms, len %zu, msg_id %s)",
+             (long long)r->seq, (long long)r->age_ms, r->len, r->msg_id);
+    if (r->age_ms < 0 || r->age_ms >= 60000 || strlen(r->envelope) != r->len ||
+        strlen(r->msg_id) != TB_EVENT_ID_LEN)
+        die(where, "bad age, length or msg_id");
+    tb_event_t *ev = NULL;
+    tb_envelope_error why = TB_ENVELOPE_OK;
+    if (tb_envelope_decode(r->topic, r->envelope, r->len, 0, &ev, &why) != TB_OK)
+        die(where, tb_envelope_error_str(why));
+    json_t *env = tb_test_json(r->envelope);
+    const char *topic = json_string_value(json_object_get(env, "topic"));
+    const char *id = json_string_value(json_object_get(env, "id"));
+    const char *type = json_string_value(json_object_get(env, "type"));
+    if (strcmp(ev->id, r->msg_id) != 0 || !id || strcmp(id, r->msg_id) != 0)
+        die(where, "the envelope's id is not the row's msg_id");
+    if (!topic || strcmp(topic, r->topic) != 0 || !type || strcmp(type, ev->type) != 0 ||
+        json_integer_value(json_object_get(env, "v")) != 1)
+        die(where, "the envelope's v, topic or type is wrong");
+    json_t *e = json_pack("{s:I, s:s, s:s, s:O}", "seq", (json_int_t)r->seq, "type", ev->type, "id",
+                          ev->id, "payload", json_object_get(env, "payload"));
+    json_decref(env);
+    tb_event_unref(ev);
+    return e;
+}
+
+json_t *tb_test_outbox_events(tb_store_t *s, const char *id)
+{
+    char prefix[TB_TOPIC_BUF_SIZE];
+    snprintf(prefix, sizeof prefix, "topology.%s.", id);
+    tb_outbox_row_t *rows = NULL;
+    size_t n = 0;
+    tb_store_err_t err;
+    if (tb_store_outbox_read(s, OUTBOX_READ_MAX, &rows, &n, &err) != TB_OK)
+        die("read outbox", err.message);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && rows[i].seq <= rows[i - 1].seq)
+            die("read outbox", "rows out of seq order");
+        if (strncmp(rows[i].topic, prefix, strlen(prefix)) == 0)
+            json_array_append_new(out, outbox_event(&rows[i]));
+    }
+    tb_store_outbox_rows_free(rows, n);
+    return out;
 }

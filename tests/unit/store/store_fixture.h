@@ -40,4 +40,17 @@ const char *tb_test_status(tb_store_t *s, const char *id, char *buf, size_t cap)
 /** Number of mutation rows of a topology. */
 size_t tb_test_count_rows(tb_store_t *s, const char *id);
 
+/** Opens another handle (connection) on t's database; no_outbox as in tb_store_options_t. */
+tb_store_t *tb_test_store_open_with(const tb_test_store_t *t, bool no_outbox);
+/** Deletes every outbox row, so a test on a shared database sees only its own. */
+void tb_test_outbox_drain(tb_store_t *s);
+/**
+ * The outbox rows of topology id, in seq order, each checked (seq rising,
+ * age 0..60 s, the envelope decodes on the row's topic with v 1, its id is
+ * the row's msg_id, its topic and type fields match; aborts otherwise).
+ * A new array of {"seq","type","id","payload"}, type being the envelope's
+ * ("mutation.applied", "status").
+ */
+json_t *tb_test_outbox_events(tb_store_t *s, const char *id);
+
 #endif

@@ -123,7 +123,7 @@ static void test_crash_killed_claimer_requeued_once_then_failed(void **state)
     assert_int_equal(tb_store_mutation_claim(t.store, tid, &next, NULL), TB_ENOTFOUND);
     /* Nothing of the killed connections lingers: a write goes through. */
     assert_int_equal(tb_store_topology_transition(t.store, tid, TB_TOPOLOGY_PENDING,
-                                                  TB_TOPOLOGY_DEPLOYING, NULL, NULL),
+                                                  TB_TOPOLOGY_DEPLOYING, NULL, NULL, NULL),
                      TB_OK);
     free(tid);
     tb_test_store_cleanup(&t);

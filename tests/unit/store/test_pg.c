@@ -6,13 +6,15 @@
  * fails the next call at once and a later one reconnects; a stopped server
  * makes calls fail within the timeouts and a restarted one is used again
  * without reopening; a frozen server cannot make a call hang; a schema from
- * a newer binary is refused; JSON comes back byte for byte. The shared
+ * a newer binary is refused; JSON comes back byte for byte; every outbox
+ * writer holds its topology's row lock before it draws its seq. The shared
  * conformance suite runs separately (tb_pg_run).
  */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -233,6 +235,146 @@ static void test_pg_claim_skips_locked_topology_without_waiting(void **state)
     tb_store_close(s);
 }
 
+/* ---- outbox order: each writer holds its topology's row lock before its seq ---- */
+
+enum writer_op { W_ENQUEUE, W_MARK_APPLIED, W_MARK_FAILED, W_TRANSITION, W_COUNT };
+
+typedef struct writer {
+    tb_store_t *s;
+    const char *tid;
+    const char *mutation_id; /* the applying row the marks finish */
+    enum writer_op op;
+    tb_status st;
+    atomic_bool done;
+} writer_t;
+
+static void *writer_main(void *arg)
+{
+    writer_t *w = arg;
+    json_t *doc = NULL, *payload = tb_test_json("{\"id\":\"w\",\"kind\":\"k\"}");
+    switch (w->op) {
+    case W_ENQUEUE:
+        w->st = tb_store_mutation_enqueue(w->s, w->tid, "add_node", payload, TB_STORE_NO_VERSION,
+                                          NULL, NULL);
+        break;
+    case W_MARK_APPLIED:
+        w->st = tb_store_topology_get(w->s, w->tid, &doc, NULL);
+        if (w->st == TB_OK)
+            w->st = tb_store_mutation_mark_applied(w->s, w->mutation_id, doc,
+                                                   tb_store_doc_version(doc) + 1, NULL, NULL);
+        break;
+    case W_MARK_FAILED:
+        w->st = tb_store_mutation_mark_failed(w->s, w->mutation_id, "no", NULL, NULL);
+        break;
+    case W_TRANSITION:
+    case W_COUNT:
+        w->st = tb_store_topology_transition(w->s, w->tid, TB_TOPOLOGY_ANY, TB_TOPOLOGY_DEPLOYING,
+                                             "go", NULL, NULL);
+        break;
+    }
+    json_decref(doc);
+    json_decref(payload);
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+/* The writer finished, or its session waits for a lock. */
+static bool writer_done_or_waiting(void *ud)
+{
+    writer_t *w = ud;
+    if (atomic_load(&w->done))
+        return true;
+    char *n = NULL;
+    bool waiting = tb_test_pg_exec(&pg,
+                                   "SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                   "= 'topobus' AND wait_event_type = 'Lock'",
+                                   &n) &&
+                   n && strcmp(n, "0") != 0;
+    free(n);
+    return waiting;
+}
+
+static long long outbox_max_seq(const char *tid, const char *topic_like)
+{
+    char sql[256], *v = NULL;
+    snprintf(
+        sql, sizeof sql,
+        "SELECT coalesce(max(seq), 0) FROM outbox WHERE topology_id = '%s' AND topic LIKE '%s'",
+        tid, topic_like);
+    assert_true(tb_test_pg_exec(&pg, sql, &v));
+    assert_non_null(v);
+    long long seq = atoll(v);
+    free(v);
+    return seq;
+}
+
+/*
+ * Sequence values are drawn at insert, not at commit. Another transaction
+ * holds the topology's row lock and inserts an outbox row of that topology
+ * meanwhile: each writer must wait for the lock before it draws its seq, so
+ * its row comes after the other's, the order in which they commit. A writer
+ * that inserted first (or never locked) would end with the lower seq.
+ */
+static void test_pg_outbox_writers_lock_topology_before_seq(void **state)
+{
+    (void)state;
+    /* The writers wait for a lock here: give them more than TIMEOUT_MS. */
+    tb_store_options_t opts = {.busy_timeout_ms = 10000};
+    tb_store_t *s = NULL;
+    assert_int_equal(tb_store_open(&s, pg.url, &opts, NULL), TB_OK);
+    for (int op = W_ENQUEUE; op < W_COUNT; op++) {
+        char *tid = tb_test_create_topology(s, "ordered");
+        json_t *claimed = NULL;
+        json_decref(enqueue(s, tid, 1));
+        assert_int_equal(tb_store_mutation_claim(s, tid, &claimed, NULL), TB_OK);
+        writer_t w = {
+            .s = s, .tid = tid, .mutation_id = tb_store_row_id(claimed), .op = (enum writer_op)op};
+        atomic_init(&w.done, false);
+
+        PGconn *other = PQconnectdb(pg.url);
+        assert_int_equal(PQstatus(other), CONNECTION_OK);
+        const char *values[] = {tid};
+        PQclear(PQexec(other, "BEGIN"));
+        PGresult *res =
+            PQexecParams(other, "SELECT 1 FROM topologies WHERE id = $1 FOR NO KEY UPDATE", 1, NULL,
+                         values, NULL, NULL, 0);
+        assert_int_equal(PQntuples(res), 1);
+        PQclear(res);
+        /* The claim skips a locked topology: no claim, no event. */
+        long long before = outbox_max_seq(tid, "%");
+        json_t *none = NULL;
+        assert_int_equal(tb_store_mutation_claim(s, tid, &none, NULL), TB_ENOTFOUND);
+        assert_int_equal(outbox_max_seq(tid, "%"), before);
+
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
+        assert_true(tb_test_wait_until(writer_done_or_waiting, &w, 5000));
+        bool waited = !atomic_load(&w.done);
+        res = PQexecParams(other,
+                           "INSERT INTO outbox (topology_id, topic, msg_id, envelope) VALUES ($1, "
+                           "'topology.' || $1 || '.probe', repeat('0', 32), '{}') RETURNING seq",
+                           1, NULL, values, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        long long probe = atoll(PQgetvalue(res, 0, 0));
+        PQclear(res);
+        PQclear(PQexec(other, "COMMIT"));
+        PQfinish(other);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        assert_int_equal(w.st, TB_OK);
+        if (!waited)
+            fail_msg("writer %d did not wait for the topology's row lock", op);
+        long long mine = outbox_max_seq(tid, "%.mutation.%");
+        if (op == W_TRANSITION)
+            mine = outbox_max_seq(tid, "%.status");
+        if (mine <= probe)
+            fail_msg("writer %d drew seq %lld before the lock holder's %lld", op, mine, probe);
+        json_decref(claimed);
+        free(tid);
+    }
+    assert_true(tb_test_pg_exec(&pg, "DELETE FROM outbox WHERE topic LIKE '%.probe'", NULL));
+    tb_store_close(s);
+}
+
 /* ---- connection loss ---- */
 
 static void test_pg_killed_connection_fails_fast_then_reconnects(void **state)
@@ -404,6 +546,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pg_two_connections_claim_disjoint_rows_in_order),
         cmocka_unit_test(test_pg_claim_skips_locked_topology_without_waiting),
+        cmocka_unit_test(test_pg_outbox_writers_lock_topology_before_seq),
         cmocka_unit_test(test_pg_killed_connection_fails_fast_then_reconnects),
         cmocka_unit_test(test_pg_server_stopped_calls_fail_bounded_then_resume),
         cmocka_unit_test(test_pg_frozen_server_call_ends_by_deadline),

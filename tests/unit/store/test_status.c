@@ -80,7 +80,8 @@ static char *topology_in(tb_store_t *s, tb_topology_status target)
     char *id = tb_test_create_topology(s, "machine");
     for (int i = 0; paths[target][i] != TB_TOPOLOGY_ANY; i++) {
         tb_store_err_t err;
-        if (tb_store_topology_transition(s, id, TB_TOPOLOGY_ANY, paths[target][i], NULL, &err))
+        if (tb_store_topology_transition(s, id, TB_TOPOLOGY_ANY, paths[target][i], NULL, NULL,
+                                         &err))
             fail_msg("walking to %s: %s", tb_topology_status_name(target), err.message);
     }
     return id;
@@ -99,7 +100,7 @@ static void test_status_every_pair_through_store(void **state)
             assert_int_equal(tb_store_topology_get(t.store, id, &before, NULL), TB_OK);
             tb_topology_status prev = TB_TOPOLOGY_ANY;
             tb_store_err_t err;
-            tb_status st = tb_store_topology_transition(t.store, id, f, to, &prev, &err);
+            tb_status st = tb_store_topology_transition(t.store, id, f, to, NULL, &prev, &err);
             char buf[32];
             const char *now = tb_test_status(t.store, id, buf, sizeof buf);
             assert_int_equal(prev, f);
@@ -137,18 +138,18 @@ static void test_status_expected_from_mismatch_wrong_state(void **state)
     tb_store_err_t err;
     /* degraded -> active is legal, but the topology is active, not degraded. */
     assert_int_equal(tb_store_topology_transition(t.store, id, TB_TOPOLOGY_DEGRADED,
-                                                  TB_TOPOLOGY_ACTIVE, NULL, &err),
+                                                  TB_TOPOLOGY_ACTIVE, NULL, NULL, &err),
                      TB_ECONFLICT);
     assert_int_equal(err.reason, TB_STORE_R_WRONG_STATE);
     assert_int_equal(tb_store_topology_transition(t.store, id, TB_TOPOLOGY_ANY, TB_TOPOLOGY_ANY,
-                                                  NULL, &err),
+                                                  NULL, NULL, &err),
                      TB_EINVAL);
     assert_int_equal(tb_store_topology_transition(t.store, "t_0000000000000000",
                                                   TB_TOPOLOGY_ANY, TB_TOPOLOGY_ACTIVE, NULL,
-                                                  &err),
+                                                  NULL, &err),
                      TB_ENOTFOUND);
     assert_int_equal(tb_store_topology_transition(t.store, "../x", TB_TOPOLOGY_ANY,
-                                                  TB_TOPOLOGY_ACTIVE, NULL, &err),
+                                                  TB_TOPOLOGY_ACTIVE, NULL, NULL, &err),
                      TB_ENOTFOUND);
     char buf[32];
     assert_string_equal(tb_test_status(t.store, id, buf, sizeof buf), "active");

@@ -286,7 +286,7 @@ static void test_store_enqueue_version_conflict_and_not_mutable_distinct(void **
     assert_int_equal(err.expected, 5);
 
     assert_int_equal(tb_store_topology_transition(s, tid, TB_TOPOLOGY_PENDING,
-                                                  TB_TOPOLOGY_DEPLOYING, NULL, NULL),
+                                                  TB_TOPOLOGY_DEPLOYING, NULL, NULL, NULL),
                      TB_OK);
     assert_int_equal(tb_store_mutation_enqueue(s, tid, "remove_node", payload, 0, &row, &err),
                      TB_ECONFLICT);
@@ -295,7 +295,7 @@ static void test_store_enqueue_version_conflict_and_not_mutable_distinct(void **
     assert_int_equal(tb_test_count_rows(s, tid), 0);
 
     assert_int_equal(tb_store_topology_transition(s, tid, TB_TOPOLOGY_ANY, TB_TOPOLOGY_ACTIVE,
-                                                  NULL, NULL),
+                                                  NULL, NULL, NULL),
                      TB_OK);
     assert_int_equal(tb_store_mutation_enqueue(s, tid, "remove_node", payload, 0, NULL, &err),
                      TB_OK);
