@@ -137,7 +137,7 @@ static tb_status mem_head(tb_bus_t *bus, tb_cursor_t *out)
 {
     mem_bus_t *m = mem_of(bus);
     pthread_mutex_lock(&m->ring_mu);
-    *out = (tb_cursor_t){bus->epoch, m->head};
+    *out = (tb_cursor_t){bus->epoch, m->head, TB_CURSOR_NO_VERSION};
     pthread_mutex_unlock(&m->ring_mu);
     return TB_OK;
 }

@@ -514,7 +514,7 @@ static tb_status nats_head(tb_bus_t *bus, tb_cursor_t *out)
     nats_bus_t *nb = tb__nats_of(bus);
     if (nb->js)
         return tb__nats_js_head(nb, out);
-    *out = (tb_cursor_t){bus->epoch, atomic_load(&nb->local_seq)};
+    *out = (tb_cursor_t){bus->epoch, atomic_load(&nb->local_seq), TB_CURSOR_NO_VERSION};
     return TB_OK;
 }
 

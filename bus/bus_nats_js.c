@@ -239,7 +239,7 @@ tb_status tb__nats_js_head(nats_bus_t *nb, tb_cursor_t *out)
     uint64_t first, last;
     if (tb__nats_js_bounds(nb, nb->base.opts.connect_timeout_ms, &first, &last))
         last = atomic_load(&nb->last_stream_seq);
-    *out = (tb_cursor_t){nb->base.epoch, last};
+    *out = (tb_cursor_t){nb->base.epoch, last, TB_CURSOR_NO_VERSION};
     return TB_OK;
 }
 

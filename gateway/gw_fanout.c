@@ -3,6 +3,8 @@
  * lock order. An entry has one reference for being registered and one for
  * each thread working on it outside the lock; subscribing is done by one
  * thread at a time (`subscribing`), others wait on the condition variable.
+ * Each entry also knows the newest topology version its events carried, to
+ * stamp into the cursors of its frames (gw_frame_format).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,6 +25,8 @@ typedef struct entry {
     gw_fanout_t *fanout;
     char topology[TB_TOPOLOGY_ID_BUF_SIZE];
     tb_sub_t *sub;                  /* NULL until subscribed */
+    pthread_mutex_t deliver_lock;   /* on_event: stamping and pushing, in one order */
+    int64_t last_version;           /* under deliver_lock: newest version seen on the bus */
     atomic_uint_fast64_t loop_mask; /* read by callbacks without the lock */
     unsigned *loop_streams;         /* per loop; under the registry lock */
     unsigned refs;                  /* under the registry lock */
@@ -58,6 +62,7 @@ void gw_fanout_create(gw_fanout_t **out, tb_gateway_t *gw)
 
 static void entry_free(entry_t *e)
 {
+    pthread_mutex_destroy(&e->deliver_lock);
     free(e->loop_streams);
     free(e);
 }
@@ -78,10 +83,15 @@ void gw_fanout_destroy(gw_fanout_t *f)
     free(f);
 }
 
-/* Pushes a message to every loop in mask; a full inbox marks that loop for a full resync. */
-static void push_to_loops(tb_gateway_t *gw, uint64_t mask, gw_msg_kind kind, const char *topology,
-                          gw_frame_t *frame)
+/*
+ * Pushes a message to every loop in mask; a full inbox marks that loop for a
+ * full resync. Returns the loops to wake (wake_loops) once the caller holds
+ * no lock.
+ */
+static uint64_t push_to_loops(tb_gateway_t *gw, uint64_t mask, gw_msg_kind kind,
+                              const char *topology, gw_frame_t *frame)
 {
+    uint64_t wake = 0;
     for (unsigned i = 0; i < gw->nloops; i++) {
         if (!(mask & (UINT64_C(1) << i)))
             continue;
@@ -90,24 +100,44 @@ static void push_to_loops(tb_gateway_t *gw, uint64_t mask, gw_msg_kind kind, con
         m->fd = -1;
         m->frame = frame ? gw_frame_ref(frame) : NULL;
         strcpy(m->topology, topology);
-        if (gw_inbox_push_take(&gw->loops[i].inbox, m) == TB_EFULL) {
+        bool woken = false;
+        if (gw_inbox_push_take_nowake(&gw->loops[i].inbox, m, &woken) == TB_EFULL) {
             /* The loop is far behind: it resyncs every stream when it catches up. */
             atomic_store(&gw->loops[i].overflowed, true);
             atomic_fetch_add(&gw->counters.inbox_overflows, 1);
         }
+        if (woken)
+            wake |= UINT64_C(1) << i;
+    }
+    return wake;
+}
+
+static void wake_loops(tb_gateway_t *gw, uint64_t wake)
+{
+    for (unsigned i = 0; i < gw->nloops; i++) {
+        if (wake & (UINT64_C(1) << i))
+            gw_inbox_wake(&gw->loops[i].inbox);
     }
 }
 
 static void on_event(tb_event_t *ev, void *ud)
 {
     entry_t *e = ud;
+    tb_gateway_t *gw = e->fanout->gw;
     uint64_t mask = atomic_load(&e->loop_mask);
     if (!mask)
         return;
-    gw_frame_t *f = tb__gw_sse_format_frame(tb__gw_bus_epoch(e->fanout->gw), ev);
-    if (!f)
-        return;
-    push_to_loops(e->fanout->gw, mask, GW_MSG_EVENT, e->topology, f);
+    /*
+     * Stamping a frame's cursor and pushing it are one step under the entry's lock, so
+     * every loop receives frames in the order their versions were stamped, also when mem
+     * delivers from several publisher threads at once: a cursor never claims a version
+     * that a frame still on its way to the same stream carries.
+     */
+    pthread_mutex_lock(&e->deliver_lock);
+    gw_frame_t *f = gw_frame_format(tb__gw_bus_epoch(gw), ev, &e->last_version);
+    uint64_t wake = f ? push_to_loops(gw, mask, GW_MSG_EVENT, e->topology, f) : 0;
+    pthread_mutex_unlock(&e->deliver_lock);
+    wake_loops(gw, wake);
     gw_frame_unref(f);
 }
 
@@ -115,7 +145,9 @@ static void on_dropped(uint64_t count, void *ud)
 {
     entry_t *e = ud;
     (void)count;
-    push_to_loops(e->fanout->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED, e->topology, NULL);
+    tb_gateway_t *gw = e->fanout->gw;
+    uint64_t mask = atomic_load(&e->loop_mask);
+    wake_loops(gw, push_to_loops(gw, mask, GW_MSG_DROPPED, e->topology, NULL));
 }
 
 static entry_t *find(gw_fanout_t *f, const char *topology, entry_t ***link_out)
@@ -190,6 +222,8 @@ void gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology)
         e->fanout = f;
         strcpy(e->topology, topology);
         e->loop_streams = tb_xcalloc(f->gw->nloops, sizeof *e->loop_streams);
+        pthread_mutex_init(&e->deliver_lock, NULL);
+        e->last_version = TB_CURSOR_NO_VERSION; /* none seen on the bus yet */
         atomic_init(&e->loop_mask, 0);
         e->refs = 1; /* registered */
         e->linked = true;
@@ -265,7 +299,8 @@ void gw_fanout_retry(gw_fanout_t *f)
         bool was_missing = !e->sub;
         if (subscribe_locked(f, e) == TB_OK && was_missing) {
             /* Events may have gone by while it was missing: the streams resync. */
-            push_to_loops(f->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED, e->topology, NULL);
+            wake_loops(f->gw, push_to_loops(f->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED,
+                                            e->topology, NULL));
         } else if (!e->sub) {
             tb_log(TB_LOG_DEBUG, "gateway", "subscribe topology=%s still failing", e->topology);
         }

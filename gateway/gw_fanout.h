@@ -13,11 +13,18 @@
  * every second by the gateway's bus watcher; once it succeeds, the streams
  * of that topology are told events may have been missed and resync.
  *
+ * Each entry stamps the cursors of its frames with the newest topology
+ * version its events carried (never one read from the store, which is ahead
+ * of the bus), so a client's Last-Event-ID names the version it reached.
+ *
  * Threads: acquire/release on loop threads, ensure on workers, retry on the
  * watcher; callbacks on bus threads. Lock order: the registry mutex is never
  * held across a bus call. Callbacks never take it; they read the mask
  * atomically, and an entry is freed only after tb_sub_close guarantees no
- * callback runs and no thread holds a reference.
+ * callback runs and no thread holds a reference. The event callback holds
+ * its entry's deliver lock while it stamps a frame and pushes it into the
+ * loops' inboxes (whose locks are leaves under it); it wakes the loops after
+ * releasing it.
  */
 #ifndef TB_GW_FANOUT_H
 #define TB_GW_FANOUT_H

@@ -49,8 +49,9 @@ void gw_inbox_set_context(gw_inbox_t *in, struct lws_context *ctx)
     in->ctx = ctx;
 }
 
-tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg)
+tb_status gw_inbox_push_take_nowake(gw_inbox_t *in, gw_msg_t *msg, bool *wake)
 {
+    *wake = false;
     msg->next = NULL;
     pthread_mutex_lock(&in->lock);
     if (in->closed) {
@@ -63,19 +64,32 @@ tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg)
         gw_msg_free(msg);
         return TB_EFULL;
     }
-    bool was_empty = in->head == NULL;
+    /* A non-empty queue has already been signalled; the loop drains it whole. */
+    *wake = in->head == NULL;
     if (in->tail)
         in->tail->next = msg;
     else
         in->head = msg;
     in->tail = msg;
     in->count++;
-    struct lws_context *ctx = in->ctx;
     pthread_mutex_unlock(&in->lock);
-    /* A non-empty queue has already been signalled; the loop drains it whole. */
-    if (was_empty && ctx)
-        lws_cancel_service(ctx);
     return TB_OK;
+}
+
+void gw_inbox_wake(gw_inbox_t *in)
+{
+    /* The context is set before the first push and never changes. */
+    if (in->ctx)
+        lws_cancel_service(in->ctx);
+}
+
+tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg)
+{
+    bool wake;
+    tb_status st = gw_inbox_push_take_nowake(in, msg, &wake);
+    if (wake)
+        gw_inbox_wake(in);
+    return st;
 }
 
 gw_msg_t *gw_inbox_take_all(gw_inbox_t *in)

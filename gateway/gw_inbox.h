@@ -54,6 +54,15 @@ void gw_inbox_set_context(gw_inbox_t *in, struct lws_context *ctx);
  * TB_ECLOSED after gw_inbox_close. Any thread.
  */
 tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg);
+/**
+ * As gw_inbox_push_take, but leaves the wake-up to the caller, for a caller
+ * that pushes under a lock of its own: *wake is set when the queue went from
+ * empty to non-empty, and the caller then calls gw_inbox_wake once it holds
+ * no lock. Any thread.
+ */
+tb_status gw_inbox_push_take_nowake(gw_inbox_t *in, gw_msg_t *msg, bool *wake);
+/** Wakes the loop (lws_cancel_service). Any thread, holding no lock. */
+void gw_inbox_wake(gw_inbox_t *in);
 /** Takes every queued message, oldest first; the caller frees each with gw_msg_free. */
 gw_msg_t *gw_inbox_take_all(gw_inbox_t *in);
 /** Refuses further pushes. Any thread. */

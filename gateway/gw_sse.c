@@ -7,7 +7,6 @@
  * queue: that is subscribe-before-snapshot.
  */
 #define _GNU_SOURCE
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -22,37 +21,7 @@
 #include "tb/random.h"
 #include "tb/sse.h"
 
-/* ---- frames and topologies ----------------------------------------------- */
-
-/* The version a mutation.applied payload announces; 0 for other events or no version. */
-static int64_t applied_version(const char *name, const tb_event_t *ev)
-{
-    if (strcmp(name, "mutation.applied") != 0)
-        return 0;
-    json_t *p = json_loadb(ev->payload, ev->payload_len, 0, NULL);
-    json_int_t v = json_integer_value(json_object_get(p, "version"));
-    json_decref(p);
-    return v > 0 ? (int64_t)v : 0;
-}
-
-gw_frame_t *tb__gw_sse_format_frame(uint64_t epoch, const tb_event_t *ev)
-{
-    char cursor[TB_CURSOR_BUF_SIZE];
-    tb_cursor_format(&(tb_cursor_t){epoch, ev->seq}, cursor);
-    tb_buf_t data, frame;
-    tb_buf_init(&data);
-    tb_buf_init(&frame);
-    tb_sse_event_data(&data, ev);
-    gw_frame_t *f = NULL;
-    const char *name = tb_sse_event_name(ev->topic);
-    if (tb_sse_format_event(&frame, cursor, name, data.data, data.len) == TB_OK) {
-        f = gw_frame_new(frame.data, frame.len, ev->seq);
-        f->version = applied_version(name, ev);
-    }
-    tb_buf_cleanup(&data);
-    tb_buf_cleanup(&frame);
-    return f;
-}
+/* ---- topologies ---------------------------------------------------------- */
 
 static size_t topic_bucket(const char *id)
 {
@@ -140,7 +109,7 @@ void tb__gw_sse_queue_clear(gw_session_t *s)
 void tb__gw_sse_schedule_resync(gw_session_t *s)
 {
     tb__gw_sse_queue_clear(s);
-    s->version = 0; /* the coming snapshot says */
+    s->version = TB_CURSOR_NO_VERSION; /* the coming snapshot says */
     if (!s->resync)
         atomic_fetch_add(&s->loop->gw->counters.sse_resyncs, 1);
     s->resync = true;
@@ -149,22 +118,28 @@ void tb__gw_sse_schedule_resync(gw_session_t *s)
         tb__gw_sse_want_snapshot(s);
 }
 
-void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
+void tb__gw_sse_version_gap(gw_session_t *s)
+{
+    atomic_fetch_add(&s->loop->gw->counters.sse_version_gaps, 1);
+    tb__gw_sse_schedule_resync(s);
+}
+
+/*
+ * Queues lf for s. With check, the frame must continue the version the
+ * client reached (gw_frame_continues): a version it would never get means a
+ * lost event, and the view resyncs instead of passing over the gap.
+ */
+static void enqueue(gw_session_t *s, gw_loop_frame_t *lf, bool check)
 {
     const gw_frame_t *f = lf->frame;
     if (f->seq && f->seq <= s->min_seq)
         return; /* already sent by a replay */
     if (s->resync)
         return; /* the coming snapshot covers it */
-    /* Every version has one mutation.applied event: a jump means one was lost on the way
-     * (a publisher died before it reached the bus, a failover), so the view resyncs. */
-    if (f->version > 0 && s->version > 0 && f->version > s->version + 1) {
-        atomic_fetch_add(&s->loop->gw->counters.sse_version_gaps, 1);
-        tb__gw_sse_schedule_resync(s);
+    if (check && !gw_frame_continues(f, &s->version)) {
+        tb__gw_sse_version_gap(s);
         return;
     }
-    if (f->version > s->version)
-        s->version = f->version;
     if (s->count == GW_SSE_QUEUE_FRAMES || s->queued_bytes + f->len > GW_SSE_QUEUE_BYTES) {
         tb__gw_sse_schedule_resync(s);
         return;
@@ -190,6 +165,18 @@ void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
                           memory_order_relaxed);
     if (s->phase == GW_SSE_STREAMING && !s->holding)
         tb__gw_sse_request_write(s);
+}
+
+void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
+{
+    /* While the opening read or a resync snapshot is on its way, frames wait unchecked:
+     * the snapshot or replay that lands in front of them checks them then. */
+    enqueue(s, lf, s->phase != GW_SSE_OPENING && !s->holding);
+}
+
+void tb__gw_sse_enqueue_checked(gw_session_t *s, gw_loop_frame_t *lf)
+{
+    enqueue(s, lf, true);
 }
 
 void tb__gw_sse_error_close(gw_session_t *s)
@@ -293,6 +280,7 @@ void tb__gw_sse_open(gw_request_t *req)
     s->loop = req->loop;
     s->slot = slot;
     s->fd = -1;
+    s->version = TB_CURSOR_NO_VERSION; /* until the opening read says */
     s->phase = GW_SSE_OPENING;
     tb_buf_init(&s->control);
     s->topic = topic_get(s->loop, req->topology_id);

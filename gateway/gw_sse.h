@@ -33,7 +33,4 @@ void tb__gw_sse_check_overflow(gw_loop_t *loop);
 /** Callbacks on the loop's watcher wsi (raw file events, the timer); lws result. */
 int tb__gw_sse_watcher_callback(gw_loop_t *loop, struct lws *wsi, int reason);
 
-/** Formats a bus event as a complete SSE frame (id, derived name, data). Any thread. */
-gw_frame_t *tb__gw_sse_format_frame(uint64_t epoch, const tb_event_t *ev);
-
 #endif

@@ -50,7 +50,8 @@ typedef struct gw_session {
     size_t queued_bytes;
     tb_buf_t control; /* text that goes before queued frames: retry, snapshots, notices */
     uint64_t min_seq; /* live frames at or below this were replayed already */
-    int64_t version;  /* newest topology version the client was sent or will be (0: unknown) */
+    int64_t version;  /* topology version the client reached, as far as sent or queued
+                       * (TB_CURSOR_NO_VERSION: unknown until a snapshot or replay says) */
     size_t bytes_sent;
     int64_t last_write_ms;
     int64_t close_at_ms;       /* drain: when this stream is closed; 0 = not scheduled */
@@ -70,8 +71,17 @@ void tb__gw_sse_queue_clear(gw_session_t *s);
 gw_loop_frame_t *tb__gw_sse_hold(gw_frame_t *f);
 /** Gives back one use; the last frees the holder and drops its frame reference. */
 void tb__gw_sse_release(gw_loop_frame_t *lf);
-/** Queues lf for s (one more use) unless replayed already or covered by a coming snapshot. */
+/**
+ * Queues a live frame lf for s (one more use) unless replayed already or
+ * covered by a coming snapshot. Once the stream has its snapshot or replay,
+ * the frame must continue s->version (gw_frame_continues), else the stream
+ * resyncs (tb__gw_sse_version_gap).
+ */
 void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf);
+/** As tb__gw_sse_enqueue, checking continuity in every phase (a replay being taken). */
+void tb__gw_sse_enqueue_checked(gw_session_t *s, gw_loop_frame_t *lf);
+/** A version the client never got: counts the gap and resyncs (a snapshot replaces it). */
+void tb__gw_sse_version_gap(gw_session_t *s);
 /** Drops the backlog and has a fresh snapshot sent instead (CONTRACT §3.6). */
 void tb__gw_sse_schedule_resync(gw_session_t *s);
 /** Queues `event: error` and closes the stream once it is written (CONTRACT §3.7). */
@@ -92,7 +102,11 @@ void tb__gw_sse_open_read(gw_session_t *s, bool resume, const tb_cursor_t *curso
 void tb__gw_sse_want_snapshot(gw_session_t *s);
 /** A capped user: reads whether the topology exists, then answers 404 or 429. */
 void tb__gw_sse_answer_capped(gw_request_t *req);
-/** Appends `event: snapshot` with snap (taken) and the loop's bus state to control. */
-void tb__gw_sse_append_snapshot(gw_session_t *s, json_t *snap_take, uint64_t cursor_seq);
+/**
+ * Appends `event: snapshot` with snap (taken) and the loop's bus state to
+ * control, its cursor at cursor_seq with the snapshot's own version; returns
+ * that version (TB_CURSOR_NO_VERSION if the snapshot has none).
+ */
+int64_t tb__gw_sse_append_snapshot(gw_session_t *s, json_t *snap_take, uint64_t cursor_seq);
 
 #endif

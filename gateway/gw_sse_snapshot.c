@@ -1,10 +1,11 @@
 /*
  * The reads behind a stream, on a worker (gw_pool.h): the opening read (a
- * replay after the client's cursor if the bus still holds it, else a store
- * snapshot), resync snapshots, and the existence check behind a 429.
- * Frames and snapshots are built on the worker; the loop only appends them.
- * One read per request at a time: a resync asked for while a read runs is
- * remembered (session->resync) and the read is redone when it answers.
+ * replay after the client's cursor if the bus still holds it and it provably
+ * continues the cursor's topology version, else a store snapshot), resync
+ * snapshots, and the existence check behind a 429. Frames and snapshots are
+ * built on the worker; the loop only appends them. One read per request at a
+ * time: a resync asked for while a read runs is remembered (session->resync)
+ * and the read is redone when it answers.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -32,6 +33,8 @@ typedef struct snap_job {
     char topology[TB_TOPOLOGY_ID_BUF_SIZE];
     bool resume;
     tb_cursor_t cursor;  /* resume after this */
+    int64_t stamp;       /* replay: the version the client reached, stamped on each frame */
+    int64_t version;     /* replay: the same, as the continuity rule advances it */
     uint64_t cursor_seq; /* the snapshot's cursor: the newest event the loop had seen */
     /* Results, written by the worker. */
     tb_status st;  /* of the snapshot read: TB_OK, TB_ENOTFOUND or TB_EBACKEND */
@@ -40,6 +43,7 @@ typedef struct snap_job {
     gw_frame_t **frames;
     size_t nframes, bytes;
     bool too_many; /* the replay would not fit one stream's queue */
+    bool gap;      /* the replay skips a version the client never got */
 } snap_job_t;
 
 /* ---- worker side ---------------------------------------------------------- */
@@ -47,11 +51,18 @@ typedef struct snap_job {
 static void collect(tb_event_t *ev, void *ud)
 {
     snap_job_t *j = ud;
-    if (j->too_many)
+    if (j->too_many || j->gap)
         return;
-    gw_frame_t *f = tb__gw_sse_format_frame(tb__gw_bus_epoch(j->gw), ev);
+    /* The replay runs from the cursor in bus order, so each frame's cursor carries the
+     * version reached from the cursor's on; frames past a gap are never sent. */
+    gw_frame_t *f = gw_frame_format(tb__gw_bus_epoch(j->gw), ev, &j->stamp);
     if (!f)
         return;
+    if (!gw_frame_continues(f, &j->version)) {
+        j->gap = true;
+        gw_frame_unref(f);
+        return;
+    }
     if (j->nframes == GW_SSE_QUEUE_FRAMES || j->bytes + f->len > GW_SSE_QUEUE_BYTES) {
         j->too_many = true; /* a snapshot is smaller than this backlog */
         gw_frame_unref(f);
@@ -72,16 +83,25 @@ static void drop_frames(snap_job_t *j)
     j->nframes = j->bytes = 0;
 }
 
-/* Replays after the cursor; true if the bus had all of it (CONTRACT §3 "Resume"). */
+/*
+ * Replays after the cursor; true if the bus had all of it and it continues
+ * the cursor's version (CONTRACT §3 "Resume"). The live frames queued
+ * meanwhile are checked against the end of the replay on the loop.
+ */
 static bool replay(snap_job_t *j)
 {
     tb_bus_t *bus = tb__gw_bus(j->gw);
     if (!bus || j->cursor.epoch != tb__gw_bus_epoch(j->gw))
         return false; /* another bus instance's cursor is never misread */
+    if (j->cursor.version < 0)
+        return false; /* an old or unstamped cursor: continuity cannot be proven */
+    j->stamp = j->version = j->cursor.version;
     char pattern[TB_TOPIC_BUF_SIZE];
     tb_topic_build_topology_pattern(pattern, j->topology);
-    if (tb_bus_replay(bus, pattern, &j->cursor, collect, j) == TB_OK && !j->too_many)
+    if (tb_bus_replay(bus, pattern, &j->cursor, collect, j) == TB_OK && !j->too_many && !j->gap)
         return true;
+    if (j->gap)
+        atomic_fetch_add(&j->gw->counters.sse_version_gaps, 1);
     drop_frames(j);
     return false;
 }
@@ -109,46 +129,51 @@ static void run(gw_job_t *base)
 
 /* ---- loop side ------------------------------------------------------------ */
 
-void tb__gw_sse_append_snapshot(gw_session_t *s, json_t *snap_take, uint64_t cursor_seq)
+static int64_t snapshot_version(const json_t *snap)
 {
+    const json_t *v = json_object_get(snap, "version");
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (int64_t)json_integer_value(v)
+                                                            : TB_CURSOR_NO_VERSION;
+}
+
+int64_t tb__gw_sse_append_snapshot(gw_session_t *s, json_t *snap_take, uint64_t cursor_seq)
+{
+    int64_t version = snapshot_version(snap_take);
     json_object_set_new(snap_take, "bus",
                         json_string(tb_bus_state_str((tb_bus_state_t)s->loop->bus_state)));
     char *text = json_dumps(snap_take, JSON_COMPACT);
+    /* The snapshot's own cursor may carry its version: whatever follows cursor_seq on the
+     * bus with a version up to it repeats what the snapshot shows. (Frames never carry a
+     * snapshot's version: the store is ahead of the bus.) */
     char cursor[TB_CURSOR_BUF_SIZE];
-    tb_cursor_format(&(tb_cursor_t){tb__gw_bus_epoch(s->loop->gw), cursor_seq}, cursor);
+    tb_cursor_format(&(tb_cursor_t){tb__gw_bus_epoch(s->loop->gw), cursor_seq, version}, cursor);
     tb_sse_format_event(&s->control, cursor, "snapshot", text, strlen(text));
     free(text);
     json_decref(snap_take);
+    return version;
 }
 
 /*
  * The snapshot is the view's new base version: the events queued behind it
- * must continue it without a jump, else one was lost and the view resyncs
- * again. Call once the session's state after the snapshot is settled.
+ * must continue it (gw_frame_continues), else one was lost and the view
+ * resyncs again. Call once the session's state after the snapshot is settled.
  */
 static void rebase_version(gw_session_t *s, int64_t base)
 {
     s->version = base;
     for (uint32_t i = 0; i < s->count; i++) {
-        int64_t v = s->ring[(s->head + i) % s->cap]->frame->version;
-        if (v <= s->version)
-            continue;
-        if (v > s->version + 1) {
-            atomic_fetch_add(&s->loop->gw->counters.sse_version_gaps, 1);
-            tb__gw_sse_schedule_resync(s);
+        if (!gw_frame_continues(s->ring[(s->head + i) % s->cap]->frame, &s->version)) {
+            tb__gw_sse_version_gap(s);
             return;
         }
-        s->version = v;
     }
 }
 
-static int64_t snapshot_version(const json_t *snap)
-{
-    json_int_t v = json_integer_value(json_object_get(snap, "version"));
-    return v > 0 ? (int64_t)v : 0;
-}
-
-/* The replay goes first; live events already queued follow unless the replay had them. */
+/*
+ * The replay goes first; live events already queued follow unless the replay
+ * had them. Both continue the cursor's version (the worker checked the
+ * replay; the live tail is checked here), or the stream resyncs.
+ */
 static void take_replay(gw_session_t *s, snap_job_t *j)
 {
     uint32_t nlive = s->count;
@@ -160,16 +185,17 @@ static void take_replay(gw_session_t *s, snap_job_t *j)
     tb__gw_sse_queue_clear(s);
     uint64_t last = j->cursor.seq;
     s->min_seq = last;
+    s->version = j->cursor.version;
     for (size_t i = 0; i < j->nframes; i++) {
         gw_loop_frame_t *lf = tb__gw_sse_hold(j->frames[i]);
-        tb__gw_sse_enqueue(s, lf);
+        tb__gw_sse_enqueue_checked(s, lf);
         tb__gw_sse_release(lf);
         if (j->frames[i]->seq > last)
             last = j->frames[i]->seq;
     }
     s->min_seq = last;
     for (uint32_t i = 0; i < nlive; i++) {
-        tb__gw_sse_enqueue(s, live[i]);
+        tb__gw_sse_enqueue_checked(s, live[i]);
         tb__gw_sse_release(live[i]);
     }
     free(live);
@@ -183,8 +209,7 @@ static void opened(gw_session_t *s, snap_job_t *j)
         tb__gw_sse_refuse(s, 404, "not_found", "no such topology");
         return;
     } else if (j->st == TB_OK) {
-        int64_t version = snapshot_version(j->snap);
-        tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
+        int64_t version = tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
         j->snap = NULL;
         rebase_version(s, version);
     } else {
@@ -204,8 +229,7 @@ static void resynced(gw_session_t *s, snap_job_t *j)
     if (s->resync) { /* more was dropped while this read ran: read again */
         tb__gw_sse_want_snapshot(s);
     } else if (j->st == TB_OK) {
-        int64_t version = snapshot_version(j->snap);
-        tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
+        int64_t version = tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
         j->snap = NULL;
         s->holding = false;
         tb__gw_sse_request_write(s);

@@ -1,4 +1,7 @@
-/* Cursor parsing of arbitrary bytes: whatever parses must format back to the same text. */
+/*
+ * Cursor parsing of arbitrary bytes: whatever parses (three parts, or the old
+ * two-part form) must format back to the same text.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -54,6 +54,7 @@ async function survivorTakesOverStreams() {
     const got = [];
     const es = new EventSource(`${a.base}/topologies/${id}/events?token=${token}`);
     es.addEventListener('snapshot', () => got.push({ snapshot: true }));
+    es.addEventListener('status', () => got.push({ status: true }));
     es.addEventListener('step', (e) => got.push(JSON.parse(e.data).payload.i));
     clients.push({ es, got });
   }
@@ -68,6 +69,10 @@ async function survivorTakesOverStreams() {
   const onB = await streamsOn(b);
   console.log(`  streams per gateway on the shared port: ${onA} + ${onB}`);
   check(onA + onB === 8 && onA > 0 && onB > 0, `the kernel spreads streams over both: ${onA} + ${onB}`);
+  // A change event first: from it on, cursors carry the version the clients reached (0),
+  // which is what lets a resume on the other gateway prove it continues.
+  await pub(`topology.${id}.status`, { state: 'pending', previous: 'pending', version: 0 });
+  await waitFor(() => clients.every((c) => c.got.some((x) => x.status)), 10000, 'every client has the status');
   let i = 0;
   // Events keep coming while gateway A drains and its clients move to B.
   const stop = a.stop();

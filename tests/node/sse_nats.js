@@ -99,10 +99,13 @@ async function jetstreamResumeAcrossRestart() {
   try {
     await waitFor(() => seen.length === 1, 5000, 'snapshot');
     await waitFor(async () => {
+      // A change event first: from it on, cursors carry the version the client reached (0),
+      // without which a resume cannot prove continuity and gets a snapshot.
+      await pub(`topology.${id}.status`, { state: 'pending', previous: 'pending', version: 0 });
       await pub(`topology.${id}.step`, { i: 0 });
       await new Promise((r) => setTimeout(r, 100));
-      return seen.some((e) => e.name === 'step');
-    }, 10000, 'a live step');
+      return seen.some((e) => e.name === 'step' && /^[0-9a-f]{16}-\d+-0$/.test(e.id));
+    }, 10000, 'a live step with a versioned cursor');
     const r = await gw.stop();
     check(r.code === 0, `gateway exit ${r.code}`);
     for (const i of [1, 2, 3]) await pub(`topology.${id}.step`, { i });

@@ -86,8 +86,8 @@ async function wireFormat() {
   check(!/content-encoding/i.test(head), 'no compression');
   const m = /^retry: (\d+)\n\n: keepalive\n\n/.exec(body);
   check(m && +m[1] >= 2000 && +m[1] <= 5000, `retry then keepalive first: ${JSON.stringify(body.slice(0, 40))}`);
-  const snap = /id: ([0-9a-f]{16}-\d+)\nevent: snapshot\ndata: (.*)\n\n/.exec(body);
-  check(snap, 'snapshot frame with a cursor');
+  const snap = /id: ([0-9a-f]{16}-\d+-0)\nevent: snapshot\ndata: (.*)\n\n/.exec(body);
+  check(snap, 'snapshot frame with a cursor carrying its version');
   const data = JSON.parse(snap[2]);
   check(data.topology_id === id && data.status === 'pending' && data.version === 0 && data.bus === 'up',
     `snapshot fields ${snap[2]}`);
@@ -121,7 +121,7 @@ async function liveEventsNoLeak() {
   check(JSON.stringify(names) === JSON.stringify(['snapshot', 'mutation.applied', 'deeper.custom.event']),
     `a's frames: ${names}`);
   const ev = sa.frames[1];
-  check(/^[0-9a-f]{16}-\d+$/.test(ev.id), `cursor ${ev.id}`);
+  check(/^[0-9a-f]{16}-\d+-1$/.test(ev.id), `cursor with the version reached ${ev.id}`);
   check(Object.keys(ev.json).sort().join() === 'payload,topic,ts,type', `data fields ${ev.text}`);
   check(ev.json.topic === `topology.${a}.mutation.applied` && ev.json.type === 'mutation.applied' &&
     ev.json.payload.version === 1, `data ${ev.text}`);
@@ -184,6 +184,9 @@ async function resume() {
   const id = await createTopology('resume');
   const s = await open(`/topologies/${id}/events?token=${viewer}`);
   await waitFor(() => s.events('snapshot').length === 1, 5000, 'snapshot');
+  // A versioned event first: from it on, cursors carry the version the client reached,
+  // which a resume must continue (an unknown version always gets a snapshot).
+  await publish(`topology.${id}.mutation.applied`, { mutation_id: 'm1', op: 'add_node', version: 1 });
   for (let i = 1; i <= 3; i++) await publish(`topology.${id}.step`, { i });
   await waitFor(() => s.events('step').length === 3, 5000, 'three events');
   const cursor = s.events('step')[0].id;
@@ -217,11 +220,11 @@ async function eventSourceClient() {
   try {
     await waitFor(() => seen.length === 1, 5000, 'eventsource snapshot');
     await publish(`topology.${id}.status`, { state: 'active', previous: 'deploying' });
-    await publish(`topology.${id}.mutation.applied`, { mutation_id: 'm9', op: 'add_node', version: 4 });
+    await publish(`topology.${id}.mutation.applied`, { mutation_id: 'm9', op: 'add_node', version: 1 });
     await waitFor(() => seen.length === 3, 5000, 'eventsource events');
     check(seen[1].name === 'status' && seen[1].data.payload.state === 'active', 'status event');
-    check(seen[2].name === 'mutation.applied' && seen[2].data.payload.version === 4, 'applied event');
-    check(seen[2].id === seen[2].id.match(/^[0-9a-f]{16}-\d+$/)[0], 'lastEventId is the cursor');
+    check(seen[2].name === 'mutation.applied' && seen[2].data.payload.version === 1, 'applied event');
+    check(/^[0-9a-f]{16}-\d+-1$/.test(seen[2].id), `lastEventId is the cursor: ${seen[2].id}`);
   } finally {
     es.close();
   }

@@ -86,7 +86,7 @@ static void test_jetstream_live_sequences_replay_and_gone(void **state)
 
     collector_t replayed;
     collector_init(&replayed);
-    tb_cursor_t after = {tb_bus_epoch(bus), 1};
+    tb_cursor_t after = {tb_bus_epoch(bus), 1, TB_CURSOR_NO_VERSION};
     assert_int_equal(tb_bus_replay(other, "topology.t1.>", &after, collect_event, &replayed), TB_OK);
     assert_int_equal(replayed.n, 2);
     assert_int_equal(replayed.events[0]->seq, 3);
@@ -101,7 +101,7 @@ static void test_jetstream_live_sequences_replay_and_gone(void **state)
     assert_int_equal(tb_bus_replay(bus, "topology.t1.>", &after, collect_event, &replayed), TB_OK);
     assert_int_equal(replayed.n, 0);
     /* Gone: a foreign epoch, a future sequence, a pattern outside the stream. */
-    tb_cursor_t foreign = {tb_bus_epoch(bus) ^ 0x10, 1};
+    tb_cursor_t foreign = {tb_bus_epoch(bus) ^ 0x10, 1, TB_CURSOR_NO_VERSION};
     assert_int_equal(tb_bus_replay(bus, "topology.>", &foreign, collect_event, &replayed),
                      TB_ENOTFOUND);
     after.seq = 99;

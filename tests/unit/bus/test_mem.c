@@ -291,7 +291,7 @@ static void test_mem_replay_after_cursor_and_gone(void **state)
     tb_bus_t *bus = mem_bus(8);
     for (int i = 1; i <= 6; i++)
         pub(bus, i % 2 ? "topology.a.status" : "topology.b.status");
-    tb_cursor_t after = {tb_bus_epoch(bus), 2};
+    tb_cursor_t after = {tb_bus_epoch(bus), 2, TB_CURSOR_NO_VERSION};
     collected_t c = {0};
     assert_int_equal(tb_bus_replay(bus, "topology.a.>", &after, on_replayed, &c), TB_OK);
     assert_int_equal(c.n, 2);
@@ -305,12 +305,12 @@ static void test_mem_replay_after_cursor_and_gone(void **state)
     /* A sequence this bus never issued, or another epoch: gone. */
     after.seq = 7;
     assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_ENOTFOUND);
-    after = (tb_cursor_t){tb_bus_epoch(bus) ^ 1, 3};
+    after = (tb_cursor_t){tb_bus_epoch(bus) ^ 1, 3, TB_CURSOR_NO_VERSION};
     assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_ENOTFOUND);
     /* Overwrite the ring: events 1..5 are gone after 13 publishes into 8 slots. */
     for (int i = 0; i < 7; i++)
         pub(bus, "topology.a.status");
-    after = (tb_cursor_t){tb_bus_epoch(bus), 4};
+    after = (tb_cursor_t){tb_bus_epoch(bus), 4, TB_CURSOR_NO_VERSION};
     assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_ENOTFOUND);
     after.seq = 5; /* oldest kept is 6: everything after 5 is still there */
     c.n = 0;
@@ -337,7 +337,7 @@ static void test_mem_ring_is_bounded_by_bytes_too(void **state)
         assert_int_equal(tb_bus_publish(bus, "topology.a.big", NULL, payload, strlen(payload)),
                          TB_OK);
     collected_t c = {0};
-    tb_cursor_t after = {tb_bus_epoch(bus), 2}; /* 3 was evicted to stay under the bytes */
+    tb_cursor_t after = {tb_bus_epoch(bus), 2, TB_CURSOR_NO_VERSION}; /* 3 was evicted to stay under the bytes */
     assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_ENOTFOUND);
     after.seq = 3;
     assert_int_equal(tb_bus_replay(bus, "topology.>", &after, on_replayed, &c), TB_OK);
@@ -350,7 +350,7 @@ static void test_mem_ring_is_bounded_by_bytes_too(void **state)
     assert_int_equal(tb_bus_create(&tiny, "mem://", &o), TB_OK);
     assert_int_equal(tb_bus_publish(tiny, "topology.a.big", NULL, payload, strlen(payload)), TB_OK);
     c.n = 0;
-    after = (tb_cursor_t){tb_bus_epoch(tiny), 0};
+    after = (tb_cursor_t){tb_bus_epoch(tiny), 0, TB_CURSOR_NO_VERSION};
     assert_int_equal(tb_bus_replay(tiny, "topology.>", &after, on_replayed, &c), TB_OK);
     assert_int_equal(c.n, 1);
     tb_bus_destroy(tiny);
