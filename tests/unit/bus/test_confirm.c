@@ -77,7 +77,7 @@ static tb_status fake_drain(tb_bus_t *bus, int timeout_ms)
 
 static tb_status fake_head(tb_bus_t *bus, tb_cursor_t *out)
 {
-    *out = (tb_cursor_t){bus->epoch, 0};
+    *out = (tb_cursor_t){bus->epoch, 0, TB_CURSOR_NO_VERSION};
     return TB_OK;
 }
 
