@@ -105,6 +105,8 @@ tb_status tb_bus_publish_confirmed(tb_bus_t *bus, tb_bus_confirm_item_t *items, 
         if (first == TB_OK)
             first = items[i].result;
     }
+    /* A confirmed item went out as surely as a fire-and-forget one: count it as published. */
+    atomic_fetch_add_explicit(&bus->published, ok, memory_order_relaxed);
     atomic_fetch_add_explicit(&bus->confirmed, ok, memory_order_relaxed);
     atomic_fetch_add_explicit(&bus->confirm_failed, n - ok, memory_order_relaxed);
     return first;

@@ -16,6 +16,7 @@
 
 #include "gateway_proc.h"
 #include "http_client.h"
+#include "proc.h"
 #include "tb/base.h"
 
 /* Performs method on the gateway's path; fills r (clean it up). Returns the status. */
@@ -70,6 +71,22 @@ static inline long long gw_metric(const tb_test_gateway_t *g, const char *series
     }
     tb_http_response_cleanup(&r);
     return value;
+}
+
+/*
+ * Waits up to timeout_ms until the series reaches at least min; true if it did. For
+ * counters moved by other threads after a request was answered (the outbox relay
+ * publishes a change once its transaction committed, not before the answer).
+ */
+static inline bool gw_wait_metric_at_least(const tb_test_gateway_t *g, const char *series,
+                                           long long min, int timeout_ms)
+{
+    for (long long end = tb_test_now_ms() + timeout_ms;; tb_test_sleep_ms(10)) {
+        if (gw_metric(g, series) >= min)
+            return true;
+        if (tb_test_now_ms() >= end)
+            return false;
+    }
 }
 
 #endif

@@ -117,7 +117,8 @@ static void test_gw_events_reach_nats_and_a_dead_nats_changes_no_answer(void **s
     out = sub_finish(&sub);
     assert_non_null(strstr(out, "deploying"));
     free(out);
-    assert_true(gw_metric(&g, "topobus_bus_events_total{direction=\"out\"}") >= 2);
+    assert_true(gw_wait_metric_at_least(&g, "topobus_bus_events_total{direction=\"out\"}", 2,
+                                        5000));
 
     /* NATS dies: every answer stays what it was, and the gateway says the bus is down. */
     tb_test_nats_kill(&nats, SIGKILL);
