@@ -546,6 +546,10 @@ static void test_gw_metrics_count_requests_by_route_and_status(void **state)
      * /publish directly). */
     assert_true(gw_wait_metric_at_least(&gw, "topobus_bus_events_total{direction=\"out\"}", 3,
                                         5000));
+    /* This gateway's relay published the change events (create has none; enqueue and
+     * deploy have one each) and says so. */
+    assert_true(gw_wait_metric_at_least(&gw, "topobus_outbox_confirmed_total", 2, 5000));
+    assert_int_equal(gw_metric(&gw, "topobus_outbox_lease_held"), 1);
     assert_int_equal(gw_metric(&gw, "topobus_store_errors_total"), 0);
 }
 
