@@ -1,36 +1,37 @@
 /*
- * Mutator benchmark (not a test): `topobus serve` on a fresh SQLite file,
- * one topology, one SSE client.
+ * Mutator benchmark (not a test): one topology, one SSE client, against the
+ * deployment named by --mode (bench_mutator_modes.h): `topobus serve` alone,
+ * or nats-server -js + `topobus gateway` + `topobus mutator` on SQLite or on
+ * PostgreSQL, each run on fresh processes, ports and database.
  *   latency   enqueue (POST returns) → mutation.applied seen by the SSE
  *             client, paced at 1/s and at 200/s: p50 and p99;
  *   sustained mutations/s end to end: CLIENTS HTTP clients enqueue as fast
  *             as they can, until the topology reaches the last version;
- *   raw       the same store work without HTTP or bus, in this process:
- *             enqueue, then claim + read + apply_op + mark_applied per row,
- *             on an empty document and on one of 1000 nodes.
+ *   raw       (serve only) the same store work without HTTP or bus, in this
+ *             process: enqueue, then claim + read + apply_op + mark_applied
+ *             per row, on an empty document and on one of 1000 nodes.
  * Mutations alternate add_node/remove_node of one node (see flip_body).
- * Each figure is the median over --runs runs.
- * usage: bench_mutator [--runs N] [--slow-s S] [--fast-s S] [--count N]
+ * Each figure is the median over --runs runs; the last line, "result …",
+ * holds the medians as key=value for bench/mutator.sh.
+ * usage: bench_mutator [--mode serve|nats-sqlite|nats-pg] [--runs N]
+ *                      [--slow-s S] [--fast-s S] [--count N]
  */
 #include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "bench_mutator_modes.h"
 #include "harness.h"
 #include "tb/alloc.h"
 #include "tb/mutator.h"
 #include "tb/store.h"
 
-enum { CLIENTS = 4, MAX_RUNS = 15 };
-
-typedef struct server {
-    pid_t pid;
-    char dir[256], base[64], token[1024];
-} server_t;
+enum { CLIENTS = 4, MAX_RUNS = 15, SETTLE_MS = 120000 };
 
 static void nap_ms(long ms)
 {
@@ -38,60 +39,27 @@ static void nap_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static bool token_from_log(server_t *s, const char *log)
+/* A broken deployment ends the run; the signal guard stops its processes. */
+static void fail(const char *what)
 {
-    for (long long end = tb_test_now_ms() + 5000; tb_test_now_ms() < end; nap_ms(20)) {
-        char *text = tb_test_read_file(log, NULL);
-        const char *p = text ? strstr(text, "admin token:") : NULL;
-        if (p) {
-            p += strlen("admin token:");
-            while (*p == ' ')
-                p++;
-            size_t n = strcspn(p, "\n");
-            if (n > 0 && n < sizeof s->token && p[n] == '\n') {
-                memcpy(s->token, p, n);
-                s->token[n] = '\0';
-                free(text);
-                return true;
-            }
-        }
-        free(text);
-    }
-    return false;
+    fprintf(stderr, "bench_mutator: %s\n", what);
+    abort();
 }
 
-static bool server_start(server_t *s)
-{
-    h_dir_make(s->dir, sizeof s->dir, "bench");
-    char db[320], log[320], listen[64];
-    snprintf(db, sizeof db, "sqlite:%s/topobus.db", s->dir);
-    snprintf(log, sizeof log, "%s/serve.log", s->dir);
-    int port = tb_test_free_port();
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", port);
-    const char *args[] = {"serve", "--listen", listen, "--db", db, "--drain", "0", NULL};
-    setenv("TOPOBUS_LOG", "warn", 1);
-    s->pid = h_topobus(log, args);
-    return tb_test_wait_port(port, 10000) && token_from_log(s, log);
-}
-
-static void server_stop(server_t *s)
-{
-    tb_test_stop(s->pid, SIGTERM, 10000);
-    h_dir_remove(s->dir);
-}
-
-static char *create_active(server_t *s)
+static char *create_active(const bench_target_t *s)
 {
     long code;
     json_t *doc = h_http("POST", s->base, "/topologies", s->token, "{\"name\":\"bench\"}", &code);
-    char *id = tb_xstrdup(json_string_value(json_object_get(doc, "id")));
+    const char *got = json_string_value(json_object_get(doc, "id"));
+    if (code != 201 || !got)
+        fail("POST /topologies failed");
+    char *id = tb_xstrdup(got);
     json_decref(doc);
     char path[128];
     snprintf(path, sizeof path, "/topologies/%s/deploy", id);
     json_decref(h_http("POST", s->base, path, s->token, NULL, &code));
     if (!h_wait_status(s->base, id, s->token, "active", 10000))
-        abort();
+        fail("the topology did not become active");
     return id;
 }
 
@@ -124,12 +92,12 @@ static double pct(double *v, size_t n, double p)
 }
 
 /* Paced enqueues at rate/s for seconds; fills p50/p99 (ms). */
-static void latency(server_t *s, double rate, double seconds, double *p50, double *p99)
+static void latency(const bench_target_t *s, double rate, double seconds, double *p50, double *p99)
 {
     char *id = create_active(s);
     h_sse_t sse;
     if (!h_sse_open(&sse, s->base, id, s->token))
-        abort();
+        fail("the SSE stream did not open");
     size_t n = (size_t)(rate * seconds);
     char (*mids)[40] = tb_xcalloc(n, sizeof *mids);
     long long *sent = tb_xcalloc(n, sizeof *sent);
@@ -145,7 +113,10 @@ static void latency(server_t *s, double rate, double seconds, double *p50, doubl
         long code;
         sent[i] = tb_test_now_ms();
         json_t *ans = h_http("POST", s->base, path, s->token, body, &code);
-        snprintf(mids[i], sizeof mids[i], "%s", json_string_value(json_object_get(ans, "mutation_id")));
+        const char *mid = json_string_value(json_object_get(ans, "mutation_id"));
+        if (code != 202 || !mid)
+            fail("POST /mutations failed");
+        snprintf(mids[i], sizeof mids[i], "%s", mid);
         json_decref(ans);
     }
     double *lat = tb_xcalloc(n, sizeof *lat);
@@ -165,7 +136,7 @@ static void latency(server_t *s, double rate, double seconds, double *p50, doubl
 }
 
 typedef struct flood {
-    server_t *s;
+    const bench_target_t *s;
     const char *id;
     int from, count;
 } flood_t;
@@ -179,12 +150,14 @@ static void *flood_main(void *arg)
         flip_body(body, sizeof body, (size_t)i, true);
         long code;
         json_decref(h_http("POST", f->s->base, path, f->s->token, body, &code));
+        if (code != 202)
+            fail("POST /mutations failed under load");
     }
     return NULL;
 }
 
 /* Mutations/s from the first POST until every client's topology reached its last version. */
-static double sustained(server_t *s, int count)
+static double sustained(const bench_target_t *s, int count)
 {
     pthread_t th[CLIENTS];
     flood_t fl[CLIENTS];
@@ -199,7 +172,7 @@ static double sustained(server_t *s, int count)
     }
     for (int c = 0; c < CLIENTS; c++)
         pthread_join(th[c], NULL);
-    long long t1 = t0;
+    long long t1 = t0, deadline = tb_test_now_ms() + SETTLE_MS;
     for (int c = 0; c < CLIENTS; c++) {
         char path[128];
         snprintf(path, sizeof path, "/topologies/%s", ids[c]);
@@ -211,6 +184,8 @@ static double sustained(server_t *s, int count)
             t1 = tb_test_now_ms();
             if (v >= per)
                 break;
+            if (t1 > deadline)
+                fail("the mutations were not all applied in time");
             nap_ms(2);
         }
         free(ids[c]);
@@ -272,54 +247,117 @@ static double raw(int count, int nodes)
     return rate;
 }
 
-static double median(double *v, int n)
+/* One run's figures: latency in ms at 1/s (slow) and 200/s (fast), rates in mutations/s. */
+typedef struct figures {
+    double slow_p50, slow_p99, fast_p50, fast_p99, sustained, raw, raw_1000;
+} figures_t;
+
+/* The median over n runs of the double at offset in figures_t. */
+static double median_of(const figures_t *runs, int n, size_t offset)
 {
+    double v[MAX_RUNS];
+    for (int r = 0; r < n; r++)
+        memcpy(&v[r], (const char *)&runs[r] + offset, sizeof v[r]);
     return pct(v, (size_t)n, 0.5);
+}
+
+static figures_t medians(const figures_t *runs, int n)
+{
+    return (figures_t){
+        .slow_p50 = median_of(runs, n, offsetof(figures_t, slow_p50)),
+        .slow_p99 = median_of(runs, n, offsetof(figures_t, slow_p99)),
+        .fast_p50 = median_of(runs, n, offsetof(figures_t, fast_p50)),
+        .fast_p99 = median_of(runs, n, offsetof(figures_t, fast_p99)),
+        .sustained = median_of(runs, n, offsetof(figures_t, sustained)),
+        .raw = median_of(runs, n, offsetof(figures_t, raw)),
+        .raw_1000 = median_of(runs, n, offsetof(figures_t, raw_1000)),
+    };
+}
+
+static void print_figures(const char *label, const figures_t *f, bool with_raw)
+{
+    printf("%s: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | sustained %.0f/s", label,
+           f->slow_p50, f->slow_p99, f->fast_p50, f->fast_p99, f->sustained);
+    if (with_raw)
+        printf(" | raw store %.0f/s, with 1000 nodes %.0f/s", f->raw, f->raw_1000);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* One run on fresh processes; raw figures (serve only) after they are stopped. */
+static bool run_once(bench_mode_t mode, int count, double slow_s, double fast_s, figures_t *f)
+{
+    bench_target_t t;
+    if (!bench_target_start(&t, mode))
+        return false;
+    *f = (figures_t){0};
+    latency(&t, 1, slow_s, &f->slow_p50, &f->slow_p99);
+    latency(&t, 200, fast_s, &f->fast_p50, &f->fast_p99);
+    f->sustained = sustained(&t, count);
+    bench_target_stop(&t);
+    if (mode == BENCH_SERVE) {
+        f->raw = raw(count, 0);
+        f->raw_1000 = raw(count / 4, 1000);
+    }
+    return true;
+}
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: bench_mutator [--mode serve|nats-sqlite|nats-pg] [--runs 1..%d] "
+            "[--slow-s S] [--fast-s S] [--count N]\n",
+            MAX_RUNS);
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
     int runs = 3, count = 4000;
     double slow_s = 15, fast_s = 5;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    bench_mode_t mode = BENCH_SERVE;
+    for (int i = 1; i < argc; i += 2) {
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!val)
+            return usage();
+        if (strcmp(argv[i], "--mode") == 0 && bench_mode_parse(val, &mode))
+            continue;
         if (strcmp(argv[i], "--runs") == 0)
-            runs = atoi(argv[i + 1]);
+            runs = atoi(val);
         else if (strcmp(argv[i], "--slow-s") == 0)
-            slow_s = atof(argv[i + 1]);
+            slow_s = atof(val);
         else if (strcmp(argv[i], "--fast-s") == 0)
-            fast_s = atof(argv[i + 1]);
+            fast_s = atof(val);
         else if (strcmp(argv[i], "--count") == 0)
-            count = atoi(argv[i + 1]);
+            count = atoi(val);
+        else
+            return usage();
     }
-    if (runs < 1 || runs > MAX_RUNS)
-        runs = 3;
+    if (runs < 1 || runs > MAX_RUNS || count < CLIENTS || slow_s < 1 || fast_s * 200 < 1)
+        return usage();
     json_set_alloc_funcs(tb_xmalloc, free);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     signal(SIGPIPE, SIG_IGN);
-    double s50[MAX_RUNS], s99[MAX_RUNS], f50[MAX_RUNS], f99[MAX_RUNS], sus[MAX_RUNS], rw[MAX_RUNS],
-        rwb[MAX_RUNS];
+    bench_guard_install();
+    bool with_raw = mode == BENCH_SERVE;
+    figures_t fig[MAX_RUNS];
+    char label[64];
     for (int r = 0; r < runs; r++) {
-        server_t s;
-        if (!server_start(&s)) {
-            fprintf(stderr, "topobus serve did not start\n");
+        if (!run_once(mode, count, slow_s, fast_s, &fig[r]))
             return 1;
-        }
-        latency(&s, 1, slow_s, &s50[r], &s99[r]);
-        latency(&s, 200, fast_s, &f50[r], &f99[r]);
-        sus[r] = sustained(&s, count);
-        server_stop(&s);
-        rw[r] = raw(count, 0);
-        rwb[r] = raw(count / 4, 1000);
-        printf("run %d: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | "
-               "sustained %.0f/s | raw store %.0f/s, with 1000 nodes %.0f/s\n",
-               r + 1, s50[r], s99[r], f50[r], f99[r], sus[r], rw[r], rwb[r]);
-        fflush(stdout);
+        snprintf(label, sizeof label, "run %d [%s]", r + 1, bench_mode_name(mode));
+        print_figures(label, &fig[r], with_raw);
     }
-    printf("median of %d: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | "
-           "sustained %.0f/s | raw store %.0f/s, with 1000 nodes %.0f/s\n",
-           runs, median(s50, runs), median(s99, runs), median(f50, runs), median(f99, runs),
-           median(sus, runs), median(rw, runs), median(rwb, runs));
-    h_reap_all();
+    figures_t m = medians(fig, runs);
+    snprintf(label, sizeof label, "median of %d [%s]", runs, bench_mode_name(mode));
+    print_figures(label, &m, with_raw);
+    printf("result mode=%s runs=%d slow_p50=%.1f slow_p99=%.1f fast_p50=%.1f fast_p99=%.1f "
+           "sustained=%.0f",
+           bench_mode_name(mode), runs, m.slow_p50, m.slow_p99, m.fast_p50, m.fast_p99,
+           m.sustained);
+    if (with_raw)
+        printf(" raw=%.0f raw_1000=%.0f", m.raw, m.raw_1000);
+    printf("\n");
     curl_global_cleanup();
     return 0;
 }
