@@ -53,19 +53,24 @@ tb_status gw_inbox_push_take_nowake(gw_inbox_t *in, gw_msg_t *msg, bool *wake)
 {
     *wake = false;
     msg->next = NULL;
+    /* A finished job is always queued, full or closed: its request on the loop still
+     * points at it, so only the loop (or the cleanup after the loop is gone) may finish
+     * and free it. The pool's capacity bounds these messages. */
+    bool job = msg->kind == GW_MSG_JOB;
     pthread_mutex_lock(&in->lock);
-    if (in->closed) {
+    if (in->closed && !job) {
         pthread_mutex_unlock(&in->lock);
         gw_msg_free(msg);
         return TB_ECLOSED;
     }
-    if (in->count >= in->capacity && msg->kind != GW_MSG_ADOPT) {
+    if (in->count >= in->capacity && msg->kind != GW_MSG_ADOPT && !job) {
         pthread_mutex_unlock(&in->lock);
         gw_msg_free(msg);
         return TB_EFULL;
     }
-    /* A non-empty queue has already been signalled; the loop drains it whole. */
-    *wake = in->head == NULL;
+    /* A non-empty queue has already been signalled; the loop drains it whole. A closed
+     * inbox's loop is gone: nobody to wake. */
+    *wake = in->head == NULL && !in->closed;
     if (in->tail)
         in->tail->next = msg;
     else

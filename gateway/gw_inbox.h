@@ -51,7 +51,10 @@ void gw_inbox_set_context(gw_inbox_t *in, struct lws_context *ctx);
  * Queues msg (taken, also on failure: freed with what it holds) and wakes the
  * loop if the queue was empty. TB_EFULL when at capacity (adopt messages
  * ignore the bound: a connection is never dropped for queue space),
- * TB_ECLOSED after gw_inbox_close. Any thread.
+ * TB_ECLOSED after gw_inbox_close. Job messages are never refused: they are
+ * queued even when full or closed (a closed inbox is not woken), because
+ * their request may still point at the job; gw_inbox_cleanup finishes them.
+ * Any thread.
  */
 tb_status gw_inbox_push_take(gw_inbox_t *in, gw_msg_t *msg);
 /**

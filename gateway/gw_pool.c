@@ -27,7 +27,8 @@ static void send_back(gw_job_t *job)
     m->kind = GW_MSG_JOB;
     m->fd = -1;
     m->job = job;
-    /* A refused message is freed by the inbox, which finishes the job with req NULL. */
+    /* Never refused (see gw_inbox_push_take_nowake): the job is finished on its loop, or
+     * by the inbox cleanup once the loop and its requests are gone. */
     gw_inbox_push_take(&job->loop->inbox, m);
 }
 

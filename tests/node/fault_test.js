@@ -78,8 +78,9 @@ function explain() {
       `errors ${c.errors}${c.lastError ? ` (${c.lastError})` : ''}`);
   });
   const notable = (text) => (text || '').split('\n')
-    .filter((l) => / (NOTICE|WARN|ERR) |\/events /.test(l)).slice(-80).join('\n');
-  gateways.forEach((g, k) => console.error(`--- gateway ${k}\n${notable(g.log)}`));
+    .filter((l) => / (NOTICE|WARN|ERR) |\/events |Sanitizer|runtime error|^==\d+==|^ +#\d+ /.test(l))
+    .slice(-80).join('\n');
+  gateways.forEach((g, k) => console.error(`--- gateway ${k} (exit ${g.proc ? `${g.proc.exitCode} ${g.proc.signalCode}` : 'stopped'})\n${notable(g.log)}`));
   mutators.forEach((m, k) => console.error(`--- mutator ${k}\n${notable(m.out.stderr)}`));
 }
 
