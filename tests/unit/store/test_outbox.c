@@ -62,14 +62,9 @@ static tb_store_t *store_of(void **state)
     return ((tb_test_store_t *)*state)->store;
 }
 
-static json_t *events_of(tb_store_t *s, const char *tid)
-{
-    return tb_test_outbox_events(s, tid);
-}
-
 static size_t count_events(tb_store_t *s, const char *tid)
 {
-    json_t *evs = events_of(s, tid);
+    json_t *evs = tb_test_outbox_events(s, tid);
     size_t n = json_array_size(evs);
     json_decref(evs);
     return n;
@@ -165,14 +160,14 @@ static void test_outbox_each_write_records_its_event(void **state)
     assert_int_equal(count_events(s, tid), 0);
 
     json_t *row = enqueue_node(s, tid, "a");
-    json_t *evs = events_of(s, tid);
+    json_t *evs = tb_test_outbox_events(s, tid);
     assert_mutation_event(evs, 0, "mutation.enqueued", row, 0);
     json_decref(evs);
     json_decref(row);
 
     row = NULL;
     assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    evs = events_of(s, tid);
+    evs = tb_test_outbox_events(s, tid);
     assert_mutation_event(evs, 1, "mutation.applying", row, 0);
     json_decref(evs);
 
@@ -180,7 +175,7 @@ static void test_outbox_each_write_records_its_event(void **state)
     assert_int_equal(tb_store_topology_get(s, tid, &doc, NULL), TB_OK);
     assert_int_equal(
         tb_store_mutation_mark_applied(s, tb_store_row_id(row), doc, 1, &applied, NULL), TB_OK);
-    evs = events_of(s, tid);
+    evs = tb_test_outbox_events(s, tid);
     assert_mutation_event(evs, 2, "mutation.applied", applied, 1);
     json_decref(evs);
     json_decref(applied);
@@ -195,7 +190,7 @@ static void test_outbox_each_write_records_its_event(void **state)
     assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "duplicate node id b",
                                                    &failed, NULL),
                      TB_OK);
-    evs = events_of(s, tid);
+    evs = tb_test_outbox_events(s, tid);
     assert_string_equal(str_of(json_object_get(json_array_get(evs, 3), "payload"), "mutation_id"),
                         tb_store_row_id(row));
     assert_int_equal(int_of(json_object_get(json_array_get(evs, 3), "payload"), "version"), 1);
@@ -211,7 +206,7 @@ static void test_outbox_each_write_records_its_event(void **state)
                                                   TB_TOPOLOGY_DEPLOYING, "deploy requested by u1",
                                                   NULL, NULL),
                      TB_OK);
-    evs = events_of(s, tid);
+    evs = tb_test_outbox_events(s, tid);
     const json_t *p = one_more(evs, 6, "status");
     static const char *const with_reason[] = {"state", "previous", "version", "reason"};
     assert_keys(p, with_reason, TB_ARRAY_LEN(with_reason));
@@ -223,7 +218,7 @@ static void test_outbox_each_write_records_its_event(void **state)
     assert_int_equal(tb_store_topology_transition(s, tid, TB_TOPOLOGY_DEPLOYING, TB_TOPOLOGY_ACTIVE,
                                                   NULL, NULL, NULL),
                      TB_OK);
-    evs = events_of(s, tid);
+    evs = tb_test_outbox_events(s, tid);
     p = one_more(evs, 7, "status");
     static const char *const no_reason[] = {"state", "previous", "version"};
     assert_keys(p, no_reason, TB_ARRAY_LEN(no_reason));
