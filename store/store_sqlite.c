@@ -137,6 +137,7 @@ tb_status tb__sq_begin(tb_sq_store_t *q, bool immediate, tb_store_err_t *err)
 
 void tb__sq_rollback(tb_sq_store_t *q)
 {
+    q->outbox_pending = false;
     if (!sqlite3_get_autocommit(q->db))
         run_simple(q, TB_SQ_ROLLBACK);
 }
@@ -144,8 +145,13 @@ void tb__sq_rollback(tb_sq_store_t *q)
 tb_status tb__sq_commit(tb_sq_store_t *q, tb_store_err_t *err)
 {
     int rc = run_simple(q, TB_SQ_COMMIT);
-    if (rc == SQLITE_DONE)
+    if (rc == SQLITE_DONE) {
+        /* Only a committed outbox row is worth waking the relay for. */
+        if (q->outbox_pending)
+            q->base.outbox_written = true;
+        q->outbox_pending = false;
         return TB_OK;
+    }
     tb_status st = tb__sq_error(q, rc, "commit", err);
     tb__sq_rollback(q);
     return st;
@@ -248,10 +254,33 @@ static tb_status record_migration(tb_sq_store_t *q, const tb_embedded_file_t *m,
 /* Brings the schema up to the newest embedded migration, or refuses a file
  * written by a newer binary. BEGIN IMMEDIATE: two processes opening a fresh
  * file at once migrate it exactly once; the second sees the new version. */
+/* True if the file is already at the newest version: a plain read, which never waits for
+ * the writers of a busy file (the common case: every process but the first). */
+static bool schema_current(tb_sq_store_t *q, int latest)
+{
+    sqlite3_int64 current = 0;
+    tb_store_err_t scratch;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(q->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                  "name = 'schema_migrations'",
+                           -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return false;
+    }
+    bool exists = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return exists &&
+           read_int(q, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &current,
+                    &scratch) == TB_OK &&
+           current == latest;
+}
+
 static tb_status migrate(tb_sq_store_t *q, tb_store_err_t *err)
 {
     TB_ASSERT(tb__store_schema_count > 0);
     const int latest = migration_version(&tb__store_schema[tb__store_schema_count - 1]);
+    if (schema_current(q, latest))
+        return TB_OK;
     tb_status st = exec_sql(q, "BEGIN IMMEDIATE", "begin migration", err);
     if (st)
         return st;

@@ -58,6 +58,7 @@ typedef struct tb_sq_store {
     sqlite3 *db;
     char *path; /* for log context */
     sqlite3_stmt *stmt[TB_SQ_COUNT];
+    bool outbox_pending; /* the open transaction added outbox rows */
 } tb_sq_store_t;
 
 static inline tb_sq_store_t *tb__sq_from(tb_store_t *s)

@@ -33,7 +33,7 @@ tb_status tb__sq_outbox_add(tb_sq_store_t *q, tb_topic_family family, const char
     tb__store_event_cleanup(&ev);
     if (rc != SQLITE_DONE)
         return tb__sq_error(q, rc, "insert outbox row", err);
-    q->base.outbox_written = true;
+    q->outbox_pending = true; /* told to the listener once the transaction commits */
     return TB_OK;
 }
 
@@ -96,16 +96,23 @@ tb_status tb__sq_outbox_read(tb_store_t *s, size_t max, tb_outbox_row_t **rows, 
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
     sqlite3_bind_int64(st, 2, tb__store_now_ms());
     tb_outbox_row_t *out = NULL;
-    size_t count = 0;
+    size_t count = 0, cap = 0;
     tb_status result = TB_OK;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!out)
-            out = tb_xcalloc(max, sizeof *out);
+        if (count == cap) {
+            /* Grow as rows come: most reads find a handful, not `max`. */
+            cap = cap ? cap * 2 : 16;
+            out = tb_xrealloc(out, cap * sizeof *out);
+        }
+        memset(&out[count], 0, sizeof out[count]);
         if (!read_row(st, &out[count])) {
-            /* A row we cannot even name is set aside by hand: say so loudly. */
-            result = tb__sq_corrupt(q, "outbox row", NULL, err);
-            break;
+            /* A malformed row goes out empty: the bus refuses it as invalid and the relay
+             * sets it aside, so it cannot block the rows behind it. */
+            tb__sq_corrupt(q, "outbox row", NULL, err);
+            out[count].topic[0] = out[count].msg_id[0] = '\0';
+            out[count].envelope = tb_xstrdup("");
+            out[count].len = 0;
         }
         count++;
     }

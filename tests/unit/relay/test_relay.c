@@ -235,16 +235,21 @@ static void test_relay_sets_aside_a_row_the_bus_refuses_and_publishes_the_rest(v
                                       "(SELECT seq FROM outbox ORDER BY seq LIMIT 1 OFFSET 3)",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
+    /* And one the store cannot even read back as a row (a topic over 255 bytes). */
+    assert_int_equal(sqlite3_exec(db, "UPDATE outbox SET topic = printf('%.300c', 'x') WHERE seq = "
+                                      "(SELECT seq FROM outbox ORDER BY seq LIMIT 1 OFFSET 5)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     sqlite3_close(db);
     tb_relay_t *r = relay_new(f, "a", f->store);
     assert_int_equal(tb_relay_run_once(r), TB_OK);
-    assert_int_equal(wait_events(&f->seen, 7, 1000), 7);
+    assert_int_equal(wait_events(&f->seen, 6, 1000), 6);
     tb_relay_stats_t st;
     tb_relay_stats(r, &st);
-    assert_int_equal(st.set_aside, 1);
-    assert_int_equal(st.set_aside_rows, 1);
+    assert_int_equal(st.set_aside, 2);
+    assert_int_equal(st.set_aside_rows, 2);
     assert_int_equal(st.depth, 0);
-    assert_int_equal(st.confirmed, 7);
+    assert_int_equal(st.confirmed, 6);
     tb_relay_destroy(r);
 }
 
