@@ -2,7 +2,8 @@
  * The relay thread: waits for a wake-up (a commit in this process, a
  * doorbell from another, the lease timer, a retry after a failure), renews
  * or takes the outbox lease, and while it holds it publishes the outbox
- * (relay_pass.c). Failures back off from 100 ms to 2 s, so a bus or store
+ * (relay_pass.c): at once when woken, and at every renewal in case a
+ * doorbell was lost. Failures back off from 100 ms to 2 s, so a bus or store
  * outage costs a few attempts a second at most and nothing at all while
  * the outbox is empty.
  *
@@ -137,9 +138,13 @@ static void *relay_main(void *arg)
             attach_bus(r);
             next_bus = now + BUS_RETRY_MS;
         }
+        bool renewed = now >= r->lease_renew_ms;
         bool holding = tb__relay_lease(r, false);
-        if (holding && !was_holding)
-            pass_due = true; /* a new holder owes whatever its predecessor left */
+        /* A new holder owes whatever its predecessor left; a holder also looks at each
+         * renewal, so a doorbell that never rang (another process wrote while its bus was
+         * away) delays rows by a third of a lease at most. */
+        if (holding && (!was_holding || renewed))
+            pass_due = true;
         was_holding = holding;
         if (holding && pass_due && now >= retry_at) {
             tb_status st = tb__relay_drain(r);

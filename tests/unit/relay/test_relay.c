@@ -220,6 +220,24 @@ static void test_relay_thread_wakes_on_a_commit_not_on_its_timer(void **state)
     tb_relay_destroy(r);
 }
 
+static void test_relay_holder_finds_rows_whose_doorbell_never_rang(void **state)
+{
+    fixture_t *f = *state;
+    tb_relay_t *r = NULL;
+    tb_relay_deps_t deps = {.store = f->store, .bus_provider = provide_bus, .bus_provider_ud = f};
+    tb_relay_options_t opts = {.holder = "h", .lease_ms = 600, .confirm_timeout_ms = 200};
+    assert_int_equal(tb_relay_create(&r, &deps, &opts), TB_OK);
+    assert_int_equal(tb_relay_start(r), TB_OK);
+    /* Another process writes (its own handle, nobody listening to it): no wake-up, no
+     * doorbell. The holder must still publish, within a lease renewal. */
+    tb_store_t *other = tb_test_store_reopen(&f->t, 60);
+    char id[TB_STORE_ID_BUF_SIZE];
+    write_history(other, id);
+    assert_int_equal(wait_events(&f->seen, 8, 5000), 8);
+    tb_relay_destroy(r);
+    tb_store_close(other);
+}
+
 static void test_relay_sets_aside_a_row_the_bus_refuses_and_publishes_the_rest(void **state)
 {
     fixture_t *f = *state;
@@ -263,6 +281,8 @@ int main(void)
             test_relay_only_the_lease_holder_publishes_until_it_gives_the_lease_up, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_relay_thread_wakes_on_a_commit_not_on_its_timer,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_holder_finds_rows_whose_doorbell_never_rang,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_relay_sets_aside_a_row_the_bus_refuses_and_publishes_the_rest, setup, teardown),
