@@ -169,15 +169,8 @@ static int64_t min64(int64_t a, int64_t b)
 static json_t *wait_for_work(tb_mutator_t *m, int64_t deadline, bool *stop, bool *woken)
 {
     pthread_mutex_lock(&m->lock);
-    while (!m->wake && !atomic_load(&m->stop)) {
-        int64_t now = tb_clock_mono_ms();
-        if (now >= deadline)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + (deadline - now) * 1000000LL;
-        ts.tv_sec += (time_t)(ns / 1000000000LL);
-        ts.tv_nsec = (long)(ns % 1000000000LL);
+    while (!m->wake && !atomic_load(&m->stop) && tb_clock_mono_ms() < deadline) {
+        struct timespec ts = tb_clock_mono_timespec(deadline);
         pthread_cond_timedwait(&m->cond, &m->lock, &ts);
     }
     *woken = m->wake;

@@ -109,15 +109,8 @@ static int64_t min64(int64_t a, int64_t b)
 static bool wait_until(tb_relay_t *r, int64_t deadline)
 {
     pthread_mutex_lock(&r->lock);
-    while (!r->wake && !atomic_load(&r->stop)) {
-        int64_t now = tb_clock_mono_ms();
-        if (now >= deadline)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + (deadline - now) * 1000000LL;
-        ts.tv_sec += (time_t)(ns / 1000000000LL);
-        ts.tv_nsec = (long)(ns % 1000000000LL);
+    while (!r->wake && !atomic_load(&r->stop) && tb_clock_mono_ms() < deadline) {
+        struct timespec ts = tb_clock_mono_timespec(deadline);
         pthread_cond_timedwait(&r->cond, &r->lock, &ts);
     }
     bool woken = r->wake;

@@ -266,6 +266,11 @@ async function runCases(cases, cleanup) {
   } catch (e) {
     failed = true;
     console.error(e.stack || String(e));
+    // What the processes still running said last: the first thing to read on a failure.
+    for (const c of children) {
+      const tail = (c.out.stderr || '').split('\n').slice(-25).join('\n');
+      console.error(`--- ${c.spawnargs.slice(0, 2).join(' ')} (pid ${c.pid}), last stderr lines:\n${tail}`);
+    }
   } finally {
     try { if (cleanup) await cleanup(); } catch (e) { console.error(e.stack || String(e)); failed = true; }
     killAll();

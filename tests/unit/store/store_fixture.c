@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_fixture.h"
@@ -214,4 +215,32 @@ json_t *tb_test_outbox_events(tb_store_t *s, const char *id)
     }
     tb_store_outbox_rows_free(rows, n);
     return out;
+}
+
+int tb_test_store_setup(void **state)
+{
+    tb_test_store_t *t = tb_xmalloc(sizeof *t);
+    tb_test_store_init(t, 0);
+    tb_test_outbox_drain(t->store);
+    *state = t;
+    return 0;
+}
+
+int tb_test_store_teardown(void **state)
+{
+    tb_test_store_t *t = *state;
+    tb_test_store_cleanup(t);
+    free(t);
+    return 0;
+}
+
+tb_store_t *tb_test_store_of(void **state)
+{
+    return ((tb_test_store_t *)*state)->store;
+}
+
+void tb_test_store_nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }

@@ -44,6 +44,15 @@ size_t tb_test_count_rows(tb_store_t *s, const char *id);
 tb_store_t *tb_test_store_open_with(const tb_test_store_t *t, bool no_outbox);
 /** Deletes every outbox row, so a test on a shared database sees only its own. */
 void tb_test_outbox_drain(tb_store_t *s);
+
+/** cmocka setup: a new tb_test_store_t (lease 0: the default) in *state, outbox emptied. */
+int tb_test_store_setup(void **state);
+/** cmocka teardown for tb_test_store_setup. */
+int tb_test_store_teardown(void **state);
+/** The store of a tb_test_store_setup state (borrowed). */
+tb_store_t *tb_test_store_of(void **state);
+/** Sleeps ms milliseconds (between polls of a bounded wait). */
+void tb_test_store_nap_ms(long ms);
 /**
  * The outbox rows of topology id, in seq order, each checked (seq rising,
  * age 0..60 s, the envelope decodes on the row's topic with v 1, its id is

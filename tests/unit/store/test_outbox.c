@@ -22,45 +22,11 @@
 #include <cmocka.h>
 
 #include "store_fixture.h"
+#include "tb/clock.h"
 #include "tb/topic.h"
 
 #define READ_MAX 10000
 #define LEASE_TTL_MS 200
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int setup(void **state)
-{
-    tb_test_store_t *t = malloc(sizeof *t);
-    tb_test_store_init(t, 0);
-    tb_test_outbox_drain(t->store);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tb_test_store_t *t = *state;
-    tb_test_store_cleanup(t);
-    free(t);
-    return 0;
-}
-
-static tb_store_t *store_of(void **state)
-{
-    return ((tb_test_store_t *)*state)->store;
-}
 
 static size_t count_events(tb_store_t *s, const char *tid)
 {
@@ -154,7 +120,7 @@ static json_t *claim_and_apply(tb_store_t *s, const char *tid, int64_t new_versi
 
 static void test_outbox_each_write_records_its_event(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "events");
     /* Creating a topology is no change event. */
     assert_int_equal(count_events(s, tid), 0);
@@ -235,7 +201,7 @@ static void test_outbox_each_write_records_its_event(void **state)
 
 static void test_outbox_failed_write_records_nothing(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "refusals");
     json_t *payload = tb_test_json("{\"id\":\"n\",\"kind\":\"k\"}");
     tb_store_err_t err;
@@ -292,7 +258,7 @@ static void test_outbox_failed_write_records_nothing(void **state)
 
 static void test_outbox_rows_in_commit_order_deleted_and_set_aside(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *a = tb_test_create_topology(s, "a");
     char *b = tb_test_create_topology(s, "b");
     /* Interleaved writes on two topologies, one thread: commit order is call order. */
@@ -501,18 +467,18 @@ static void test_outbox_lease_one_holder_at_a_time(void **state)
     assert_false(lease(sa, a, 60000));
 
     /* Expiry: b renews for a short ttl and stops; a takes over once it ran out. */
-    int64_t t0 = mono_ms();
+    int64_t t0 = tb_clock_mono_ms();
     assert_true(lease(sb, b, LEASE_TTL_MS));
     assert_false(lease(sa, a, LEASE_TTL_MS));
     bool took = false;
     int64_t waited = 0;
-    while (!took && (waited = mono_ms() - t0) < 5000) {
+    while (!took && (waited = tb_clock_mono_ms() - t0) < 5000) {
         took = lease(sa, a, LEASE_TTL_MS);
         if (!took)
-            sleep_ms(10);
+            tb_test_store_nap_ms(10);
     }
     assert_true(took);
-    waited = mono_ms() - t0;
+    waited = tb_clock_mono_ms() - t0;
     if (waited < LEASE_TTL_MS - 50)
         fail_msg("the lease changed hands after %lld ms, before its %d ms ran out",
                  (long long)waited, LEASE_TTL_MS);
@@ -535,7 +501,7 @@ static void test_outbox_lease_one_holder_at_a_time(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, tb_test_store_setup, tb_test_store_teardown)
         T(test_outbox_each_write_records_its_event),
         T(test_outbox_failed_write_records_nothing),
         T(test_outbox_rows_in_commit_order_deleted_and_set_aside),

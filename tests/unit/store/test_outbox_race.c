@@ -27,39 +27,10 @@
 #include <cmocka.h>
 
 #include "store_fixture.h"
+#include "tb/clock.h"
 
 #define N_RACE 100 /* rows each racer writes */
 #define RACE_LIMIT_MS 30000
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int setup(void **state)
-{
-    tb_test_store_t *t = malloc(sizeof *t);
-    tb_test_store_init(t, 0);
-    tb_test_outbox_drain(t->store);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tb_test_store_t *t = *state;
-    tb_test_store_cleanup(t);
-    free(t);
-    return 0;
-}
 
 typedef struct racer {
     tb_store_t *s;
@@ -98,13 +69,13 @@ static void *racer_main(void *arg)
 {
     racer_t *r = arg;
     json_t *payload = tb_test_json("{\"id\":\"n\",\"kind\":\"k\"}");
-    int64_t deadline = mono_ms() + RACE_LIMIT_MS;
+    int64_t deadline = tb_clock_mono_ms() + RACE_LIMIT_MS;
     int done = 0;
     while (done < N_RACE) {
         tb_store_err_t err;
         tb_status st = r->applies ? finish_one(r, done, &err) : enqueue_one(r, payload, &err);
-        if (st == TB_ENOTFOUND && r->applies && mono_ms() < deadline) {
-            sleep_ms(1); /* nothing pending yet, or the other handle holds the topology */
+        if (st == TB_ENOTFOUND && r->applies && tb_clock_mono_ms() < deadline) {
+            tb_test_store_nap_ms(1); /* nothing pending yet, or the other handle holds the topology */
             continue;
         }
         if (st) {
@@ -267,9 +238,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_outbox_race_two_connections_enqueue_in_mutation_order,
-                                        setup, teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_outbox_race_enqueue_against_apply_in_commit_order,
-                                        setup, teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,27 +18,6 @@
 #include "store_fixture.h"
 #include "tb/topic.h"
 
-static int setup(void **state)
-{
-    tb_test_store_t *t = malloc(sizeof *t);
-    tb_test_store_init(t, 0);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tb_test_store_t *t = *state;
-    tb_test_store_cleanup(t);
-    free(t);
-    return 0;
-}
-
-static tb_store_t *store_of(void **state)
-{
-    return ((tb_test_store_t *)*state)->store;
-}
-
 static void assert_keys(const json_t *obj, const char *const *keys, size_t n)
 {
     assert_true(json_is_object(obj));
@@ -123,7 +102,7 @@ static void test_store_open_bad_urls_einval(void **state)
 
 static void test_store_topology_create_returns_contract_document(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     json_t *nodes = tb_test_json("[{\"id\":\"a\",\"kind\":\"router\",\"label\":\"A\","
                                  "\"props\":{\"x\":1}},{\"id\":\"b\",\"kind\":\"switch\"}]");
     json_t *links = tb_test_json("[{\"id\":\"l1\",\"from\":\"a\",\"to\":\"b\"}]");
@@ -165,7 +144,7 @@ static void test_store_topology_create_returns_contract_document(void **state)
 
 static void test_store_topology_create_defaults_to_empty_graph(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     json_t *doc = NULL;
     assert_int_equal(tb_store_topology_create(s, "empty", NULL, NULL, &doc, NULL), TB_OK);
     assert_int_equal(json_array_size(json_object_get(doc, "nodes")), 0);
@@ -175,7 +154,7 @@ static void test_store_topology_create_defaults_to_empty_graph(void **state)
 
 static void test_store_topology_create_bad_input_einval_writes_nothing(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     json_t *before = NULL;
     assert_int_equal(tb_store_topology_list(s, &before, NULL), TB_OK);
     char long_name[TB_STORE_NAME_MAX + 2];
@@ -220,7 +199,7 @@ static void test_store_topology_create_bad_input_einval_writes_nothing(void **st
 
 static void test_store_topology_get_unknown_or_malformed_enotfound(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char long_id[TB_TOKEN_MAX_LEN + 2];
     memset(long_id, 'a', sizeof long_id - 1);
     long_id[sizeof long_id - 1] = '\0';
@@ -239,7 +218,7 @@ static void test_store_topology_get_unknown_or_malformed_enotfound(void **state)
 
 static void test_store_enqueue_returns_contract_row(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *payload = tb_test_json("{\"id\":\"n1\",\"kind\":\"router\"}");
     json_t *row = NULL;
@@ -272,7 +251,7 @@ static void test_store_enqueue_returns_contract_row(void **state)
 
 static void test_store_enqueue_version_conflict_and_not_mutable_distinct(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *payload = tb_test_json("{\"id\":\"n1\"}");
     json_t *row = NULL;
@@ -305,7 +284,7 @@ static void test_store_enqueue_version_conflict_and_not_mutable_distinct(void **
 
 static void test_store_enqueue_bad_input_rejected_writes_nothing(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *obj = tb_test_json("{\"id\":\"n1\"}");
     json_t *arr = tb_test_json("[1]");
@@ -343,7 +322,7 @@ static void test_store_enqueue_bad_input_rejected_writes_nothing(void **state)
 
 static void test_store_mutation_list_filters_oldest_first(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *r[3];
     for (int i = 0; i < 3; i++)
@@ -389,7 +368,7 @@ static void test_store_mutation_list_filters_oldest_first(void **state)
 
 static void test_store_snapshot_and_in_flight_pending_applying_only(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *r1 = enqueue(s, tid, "a"), *r2 = enqueue(s, tid, "b"), *r3 = enqueue(s, tid, "c");
     json_t *row = NULL;
@@ -437,7 +416,7 @@ static bool contains_id(const json_t *ids, const char *id)
 
 static void test_store_topologies_with_pending_lists_only_pending(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *busy = tb_test_create_topology(s, "busy");
     char *idle = tb_test_create_topology(s, "idle");
     json_decref(enqueue(s, busy, "a"));
@@ -456,7 +435,7 @@ static void test_store_topologies_with_pending_lists_only_pending(void **state)
 
 static void test_store_claim_serialises_a_topology_in_order(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     tb_store_err_t err;
     json_t *row = NULL;
@@ -489,7 +468,7 @@ static void test_store_claim_serialises_a_topology_in_order(void **state)
 
 static void test_store_mark_applied_updates_document_and_version(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *pending = enqueue(s, tid, "a");
     json_t *doc = NULL;
@@ -540,7 +519,7 @@ static void test_store_mark_applied_updates_document_and_version(void **state)
 
 static void test_store_mark_failed_records_reason(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_t *pending = enqueue(s, tid, "a");
     tb_store_err_t err;
@@ -577,7 +556,7 @@ static void test_store_mark_failed_records_reason(void **state)
 
 static void test_store_recover_stale_requeues_once_then_fails(void **state)
 {
-    tb_store_t *s = store_of(state);
+    tb_store_t *s = tb_test_store_of(state);
     char *tid = tb_test_create_topology(s, "q");
     json_decref(enqueue(s, tid, "a"));
     json_t *row = NULL;
@@ -629,7 +608,7 @@ static void test_store_names_and_codes_are_stable(void **state)
     assert_true(tb_mutation_op_valid("remove_link"));
     assert_false(tb_mutation_op_valid("remove_links"));
     assert_string_equal(tb_store_reason_code(TB_STORE_R_SCHEMA_TOO_NEW), "schema_too_new");
-    assert_non_null(tb_store_backend(store_of(state)));
+    assert_non_null(tb_store_backend(tb_test_store_of(state)));
 }
 
 int main(void)
@@ -637,33 +616,33 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_open_bad_urls_einval),
         cmocka_unit_test_setup_teardown(test_store_topology_create_returns_contract_document,
-                                        setup, teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_store_topology_create_defaults_to_empty_graph,
-                                        setup, teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(
-            test_store_topology_create_bad_input_einval_writes_nothing, setup, teardown),
+            test_store_topology_create_bad_input_einval_writes_nothing, tb_test_store_setup, tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_store_topology_get_unknown_or_malformed_enotfound,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_enqueue_returns_contract_row, setup,
-                                        teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_enqueue_returns_contract_row, tb_test_store_setup,
+                                        tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(
-            test_store_enqueue_version_conflict_and_not_mutable_distinct, setup, teardown),
+            test_store_enqueue_version_conflict_and_not_mutable_distinct, tb_test_store_setup, tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_store_enqueue_bad_input_rejected_writes_nothing,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_mutation_list_filters_oldest_first, setup,
-                                        teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_mutation_list_filters_oldest_first, tb_test_store_setup,
+                                        tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_store_snapshot_and_in_flight_pending_applying_only,
-                                        setup, teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_store_topologies_with_pending_lists_only_pending,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_claim_serialises_a_topology_in_order, setup,
-                                        teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_claim_serialises_a_topology_in_order, tb_test_store_setup,
+                                        tb_test_store_teardown),
         cmocka_unit_test_setup_teardown(test_store_mark_applied_updates_document_and_version,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_mark_failed_records_reason, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_recover_stale_requeues_once_then_fails, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_store_names_and_codes_are_stable, setup, teardown),
+                                        tb_test_store_setup, tb_test_store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_mark_failed_records_reason, tb_test_store_setup, tb_test_store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_recover_stale_requeues_once_then_fails, tb_test_store_setup,
+                                        tb_test_store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_names_and_codes_are_stable, tb_test_store_setup, tb_test_store_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
