@@ -33,8 +33,17 @@ typedef struct setting {
 
 static tb_status check_listen(const char *v, const char **why);
 static tb_status check_bus(const char *v, const char **why);
+static tb_status check_synchronous(const char *v, const char **why)
+{
+    if (strcmp(v, "full") == 0 || strcmp(v, "normal") == 0)
+        return TB_OK;
+    *why = "must be full or normal";
+    return TB_EINVAL;
+}
+
 static tb_status check_db(const char *v, const char **why);
 static tb_status check_hook(const char *v, const char **why);
+static tb_status check_synchronous(const char *v, const char **why);
 
 static const setting_t settings[] = {
     {TB_SET_LISTEN, "--listen", "TOPOBUS_LISTEN", KIND_STRING, offsetof(tb_config_t, listen), 0, 0,
@@ -43,6 +52,9 @@ static const setting_t settings[] = {
      check_bus, "bus URL: mem://, nats://HOST:PORT[,HOST:PORT...] or none"},
     {TB_SET_DB, "--db", "TOPOBUS_DB", KIND_STRING, offsetof(tb_config_t, db_url), 0, 0,
      "sqlite:topobus.db", check_db, "store URL: sqlite:PATH or postgres://..."},
+    {TB_SET_DB, NULL, "TOPOBUS_SQLITE_SYNCHRONOUS", KIND_STRING,
+     offsetof(tb_config_t, sqlite_synchronous), 0, 0, "full", check_synchronous,
+     "SQLite: full (an answered write survives a power loss) or normal (a process crash)"},
     {TB_SET_KEEPALIVE, "--keepalive", "TOPOBUS_KEEPALIVE_S", KIND_LONG,
      offsetof(tb_config_t, keepalive_s), 1, 3600, "15", NULL, "seconds of silence before an SSE keepalive"},
     {TB_SET_POLL, "--poll", "TOPOBUS_POLL_S", KIND_LONG, offsetof(tb_config_t, poll_s), 1, 3600, "10",

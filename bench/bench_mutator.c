@@ -204,7 +204,10 @@ static double raw(int count, int nodes)
     h_dir_make(dir, sizeof dir, "bench-raw");
     snprintf(url, sizeof url, "sqlite:%s/raw.db", dir);
     tb_store_t *st = NULL;
-    if (tb_store_open(&st, url, NULL, NULL))
+    /* The same durability as the processes measured beside it (TOPOBUS_SQLITE_SYNCHRONOUS). */
+    const char *sync = getenv("TOPOBUS_SQLITE_SYNCHRONOUS");
+    tb_store_options_t so = {.sqlite_normal_sync = sync && strcmp(sync, "normal") == 0};
+    if (tb_store_open(&st, url, &so, NULL))
         abort();
     json_t *doc = NULL;
     json_t *initial = json_array();

@@ -43,7 +43,9 @@ int tb__cmd_open_store(const tb_config_t *cfg, tb_store_t **out)
 {
     tb_store_err_t err;
     /* Without a bus nothing would ever publish change events: write none. */
-    tb_store_options_t opts = {.lease_s = cfg->lease_s, .no_outbox = tb__cmd_bus_disabled(cfg)};
+    tb_store_options_t opts = {.lease_s = cfg->lease_s,
+                               .no_outbox = tb__cmd_bus_disabled(cfg),
+                               .sqlite_normal_sync = strcmp(cfg->sqlite_synchronous, "normal") == 0};
     tb_status st = tb_store_open(out, cfg->db_url, &opts, &err);
     if (st == TB_OK)
         return TB_EXIT_OK;

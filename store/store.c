@@ -74,6 +74,7 @@ static tb_status resolve_options(const tb_store_options_t *opts, tb_store_option
     if (opts->busy_timeout_ms > 0)
         o->busy_timeout_ms = opts->busy_timeout_ms;
     o->no_outbox = opts->no_outbox;
+    o->sqlite_normal_sync = opts->sqlite_normal_sync;
     return TB_OK;
 }
 

@@ -345,7 +345,10 @@ static tb_status configure(tb_sq_store_t *q, const tb_store_options_t *o, const 
     if (!wal && strcmp(path, ":memory:") != 0)
         return tb__store_fail(err, TB_EBACKEND, TB_STORE_R_BACKEND,
                               "the database cannot use WAL mode");
-    return exec_sql(q, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", "set pragmas", err);
+    return exec_sql(q,
+                    o->sqlite_normal_sync ? "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON"
+                                          : "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON",
+                    "set pragmas", err);
 }
 
 static tb_status prepare_all(tb_sq_store_t *q, tb_store_err_t *err)

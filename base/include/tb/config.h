@@ -38,6 +38,7 @@ typedef struct tb_config {
     const char *listen;       /* HOST:PORT or [v6]:PORT */
     const char *bus_url;      /* mem://, nats://..., none */
     const char *db_url;       /* sqlite:PATH or postgres://... */
+    const char *sqlite_synchronous; /* "full" (every commit synced) or "normal" */
     long keepalive_s;         /* SSE keepalive after this much silence */
     long poll_s;              /* mutator fallback poll */
     long drain_s;             /* gateway shutdown drain window */

@@ -103,6 +103,8 @@ typedef struct tb_store_options {
                                the statement timeout) */
     bool no_outbox;         /* write no change events: for a process without a bus, whose
                                events nobody would relay (see "The outbox" below) */
+    bool sqlite_normal_sync; /* SQLite: synchronous=NORMAL instead of FULL: a commit survives a
+                                process crash but may be lost with the machine's power */
 } tb_store_options_t;
 
 /** Stable snake_case code of a reason ("version_conflict", "not_mutable", ...); never NULL. */
