@@ -156,8 +156,11 @@ static void *flood_main(void *arg)
     return NULL;
 }
 
-/* Mutations/s from the first POST until every client's topology reached its last version. */
-static double sustained(const bench_target_t *s, int count)
+/*
+ * Mutations/s from the first POST until every client's topology reached its last version;
+ * *cpu_us gets the server processes' CPU time per mutation over the same window.
+ */
+static double sustained(const bench_target_t *s, int count, double *cpu_us)
 {
     pthread_t th[CLIENTS];
     flood_t fl[CLIENTS];
@@ -165,7 +168,7 @@ static double sustained(const bench_target_t *s, int count)
     int per = count / CLIENTS;
     for (int c = 0; c < CLIENTS; c++)
         ids[c] = create_active(s);
-    long long t0 = tb_test_now_ms();
+    long long t0 = tb_test_now_ms(), cpu0 = bench_target_cpu_ms(s);
     for (int c = 0; c < CLIENTS; c++) {
         fl[c] = (flood_t){s, ids[c], 0, per};
         pthread_create(&th[c], NULL, flood_main, &fl[c]);
@@ -190,6 +193,7 @@ static double sustained(const bench_target_t *s, int count)
         }
         free(ids[c]);
     }
+    *cpu_us = (double)(bench_target_cpu_ms(s) - cpu0) * 1000.0 / (double)(per * CLIENTS);
     return (double)(per * CLIENTS) * 1000.0 / (double)(t1 - t0);
 }
 
@@ -252,7 +256,7 @@ static double raw(int count, int nodes)
 
 /* One run's figures: latency in ms at 1/s (slow) and 200/s (fast), rates in mutations/s. */
 typedef struct figures {
-    double slow_p50, slow_p99, fast_p50, fast_p99, sustained, raw, raw_1000;
+    double slow_p50, slow_p99, fast_p50, fast_p99, sustained, cpu_us, raw, raw_1000;
 } figures_t;
 
 /* The median over n runs of the double at offset in figures_t. */
@@ -272,6 +276,7 @@ static figures_t medians(const figures_t *runs, int n)
         .fast_p50 = median_of(runs, n, offsetof(figures_t, fast_p50)),
         .fast_p99 = median_of(runs, n, offsetof(figures_t, fast_p99)),
         .sustained = median_of(runs, n, offsetof(figures_t, sustained)),
+        .cpu_us = median_of(runs, n, offsetof(figures_t, cpu_us)),
         .raw = median_of(runs, n, offsetof(figures_t, raw)),
         .raw_1000 = median_of(runs, n, offsetof(figures_t, raw_1000)),
     };
@@ -279,8 +284,9 @@ static figures_t medians(const figures_t *runs, int n)
 
 static void print_figures(const char *label, const figures_t *f, bool with_raw)
 {
-    printf("%s: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | sustained %.0f/s", label,
-           f->slow_p50, f->slow_p99, f->fast_p50, f->fast_p99, f->sustained);
+    printf("%s: 1/s p50 %.1f p99 %.1f ms | 200/s p50 %.1f p99 %.1f ms | sustained %.0f/s, "
+           "server CPU %.0f us/mutation",
+           label, f->slow_p50, f->slow_p99, f->fast_p50, f->fast_p99, f->sustained, f->cpu_us);
     if (with_raw)
         printf(" | raw store %.0f/s, with 1000 nodes %.0f/s", f->raw, f->raw_1000);
     printf("\n");
@@ -296,7 +302,7 @@ static bool run_once(bench_mode_t mode, int count, double slow_s, double fast_s,
     *f = (figures_t){0};
     latency(&t, 1, slow_s, &f->slow_p50, &f->slow_p99);
     latency(&t, 200, fast_s, &f->fast_p50, &f->fast_p99);
-    f->sustained = sustained(&t, count);
+    f->sustained = sustained(&t, count, &f->cpu_us);
     bench_target_stop(&t);
     if (mode == BENCH_SERVE) {
         f->raw = raw(count, 0);
@@ -355,9 +361,9 @@ int main(int argc, char **argv)
     snprintf(label, sizeof label, "median of %d [%s]", runs, bench_mode_name(mode));
     print_figures(label, &m, with_raw);
     printf("result mode=%s runs=%d slow_p50=%.1f slow_p99=%.1f fast_p50=%.1f fast_p99=%.1f "
-           "sustained=%.0f",
+           "sustained=%.0f cpu_us=%.0f",
            bench_mode_name(mode), runs, m.slow_p50, m.slow_p99, m.fast_p50, m.fast_p99,
-           m.sustained);
+           m.sustained, m.cpu_us);
     if (with_raw)
         printf(" raw=%.0f raw_1000=%.0f", m.raw, m.raw_1000);
     printf("\n");

@@ -12,6 +12,7 @@
  * quit with its parent by pg_server.c).
  */
 #include <pthread.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -285,4 +286,56 @@ void bench_target_stop(bench_target_t *t)
     stop_all(t);
     live = NULL;
     h_dir_remove(t->dir);
+}
+
+/* utime + stime of pid in clock ticks, 0 if it is gone; *ppid (may be NULL) gets its parent. */
+static long long pid_ticks(pid_t pid, pid_t *ppid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command name, which ends with the last ')'. */
+    const char *p = strrchr(buf, ')');
+    int parent = 0;
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &parent, &ut,
+                     &st) != 3)
+        return 0;
+    if (ppid)
+        *ppid = parent;
+    return (long long)(ut + st);
+}
+
+/* pid's ticks plus those of its children (PostgreSQL backends are the postmaster's). */
+static long long tree_ticks(pid_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    long long ticks = pid_ticks(pid, NULL);
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        pid_t child = (pid_t)atoi(e->d_name), parent = 0;
+        if (child > 0 && child != pid) {
+            long long t = pid_ticks(child, &parent);
+            if (parent == pid)
+                ticks += t;
+        }
+    }
+    if (d)
+        closedir(d);
+    return ticks;
+}
+
+long long bench_target_cpu_ms(const bench_target_t *t)
+{
+    long long ticks = pid_ticks(t->serve, NULL) + pid_ticks(t->gateway, NULL) +
+                      pid_ticks(t->mutator, NULL) + pid_ticks(t->nats.pid, NULL) +
+                      tree_ticks(t->pg.pid);
+    return ticks * 1000 / sysconf(_SC_CLK_TCK);
 }

@@ -47,6 +47,14 @@ void bench_guard_install(void);
  */
 bool bench_target_start(bench_target_t *t, bench_mode_t mode);
 
+/**
+ * CPU time (user + system, ms) used so far by every process of the target:
+ * serve, or gateway + mutator + nats-server, plus the PostgreSQL postmaster and
+ * its backends in nats-pg. Differences over a window give the server-side cost
+ * of the work done in it, a figure a loaded machine disturbs far less than rates.
+ */
+long long bench_target_cpu_ms(const bench_target_t *t);
+
 /** Stops every process with SIGTERM (SIGKILL after 10 s), reaps it, removes the scratch. */
 void bench_target_stop(bench_target_t *t);
 

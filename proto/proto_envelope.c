@@ -133,15 +133,46 @@ tb_status tb_event_create(tb_event_t **out, const char *topic, const char *type,
     return st;
 }
 
+/* Appends t (epoch seconds, >= 0) with six decimals, as "%.6f" would. */
+static void append_micros(tb_buf_t *out, double t)
+{
+    if (!(t >= 0.0) || t > 9e15) {
+        tb_buf_appendf(out, "%.6f", t); /* never for a clock reading; kept exact anyway */
+        return;
+    }
+    uint64_t us = (uint64_t)(t * 1e6 + 0.5);
+    char digits[32];
+    size_t n = 0;
+    for (int i = 0; i < 6; i++, us /= 10)
+        digits[n++] = (char)('0' + us % 10);
+    digits[n++] = '.';
+    do {
+        digits[n++] = (char)('0' + us % 10);
+        us /= 10;
+    } while (us > 0);
+    char text[32];
+    for (size_t i = 0; i < n; i++)
+        text[i] = digits[n - 1 - i];
+    tb_buf_append(out, text, n);
+}
+
 tb_status tb_envelope_encode(const tb_event_t *ev, tb_buf_t *out)
 {
     if (tb_buf_status(out))
         return TB_EFULL;
     /* topic, type and id are limited to characters JSON strings need not escape. */
     size_t mark = out->len;
-    tb_buf_appendf(out, "{\"v\":%d,\"id\":\"%s\",\"topic\":\"%s\",\"type\":\"%s\",\"ts\":%.6f,",
-                   TB_ENVELOPE_VERSION, ev->id, ev->topic, ev->type, ev->ts);
-    tb_buf_append_str(out, "\"payload\":");
+    /* Plain appends: this runs for every published event, and printf of a double costs
+     * more than the rest of the envelope together. */
+    tb_buf_append_str(out, "{\"v\":" TB_ENVELOPE_VERSION_TEXT ",\"id\":\"");
+    tb_buf_append_str(out, ev->id);
+    tb_buf_append_str(out, "\",\"topic\":\"");
+    tb_buf_append_str(out, ev->topic);
+    tb_buf_append_str(out, "\",\"type\":\"");
+    tb_buf_append_str(out, ev->type);
+    tb_buf_append_str(out, "\",\"ts\":");
+    append_micros(out, ev->ts);
+    tb_buf_append_str(out, ",\"payload\":");
     tb_buf_append(out, ev->payload, ev->payload_len);
     tb_buf_append(out, "}", 1);
     tb_status st = tb_buf_status(out);

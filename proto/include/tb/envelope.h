@@ -18,6 +18,7 @@
 
 #define TB_ENVELOPE_MAX_BYTES (1024u * 1024u) /* largest envelope accepted */
 #define TB_ENVELOPE_VERSION 1
+#define TB_ENVELOPE_VERSION_TEXT "1" /* the same, for string literals */
 
 /** Why a received envelope was rejected; each reason is counted separately. */
 typedef enum tb_envelope_error {
