@@ -149,6 +149,7 @@ static void *relay_main(void *arg)
                 backoff = BACKOFF_MIN_MS;
             }
         }
+        tb__relay_flush_deletes(r, !holding);
         now = tb_clock_mono_ms();
         if (now >= next_stats) {
             tb__relay_refresh_stats(r);
@@ -159,6 +160,8 @@ static void *relay_main(void *arg)
             deadline = min64(deadline, next_bus);
         if (holding && pass_due)
             deadline = min64(deadline, retry_at);
+        if (r->nconfirmed > 0)
+            deadline = min64(deadline, r->delete_due_ms);
         if (wait_until(r, deadline))
             pass_due = true;
     }
@@ -236,6 +239,7 @@ void tb_relay_stop(tb_relay_t *r)
                (unsigned long long)atomic_load(&r->confirmed),
                (unsigned long long)atomic_load(&r->republished));
     }
+    tb__relay_flush_deletes(r, true);
     if (atomic_exchange(&r->holding, false))
         tb_store_outbox_release(r->deps.store, r->holder, NULL);
 }
@@ -261,8 +265,9 @@ tb_status tb_relay_run_once(tb_relay_t *r)
     if (!tb__relay_lease(r, true))
         return TB_ECONFLICT;
     tb_status st = tb__relay_drain(r);
+    tb_status del = tb__relay_flush_deletes(r, true);
     tb__relay_refresh_stats(r);
-    return st;
+    return st ? st : del;
 }
 
 void tb_relay_stats(const tb_relay_t *r, tb_relay_stats_t *out)

@@ -15,7 +15,12 @@
 
 #include "tb/relay.h"
 
-enum { TB_RELAY_HOLDER_MAX = 64, TB_RELAY_WATCH_MAX = 4 };
+enum {
+    TB_RELAY_HOLDER_MAX = 64,
+    TB_RELAY_WATCH_MAX = 4,
+    TB_RELAY_DELETE_MAX = 512,      /* confirmed rows kept before their deletion is forced */
+    TB_RELAY_DELETE_AFTER_MS = 100, /* the longest a confirmed row waits for its deletion */
+};
 
 struct tb_relay {
     tb_relay_deps_t deps;
@@ -37,6 +42,11 @@ struct tb_relay {
     atomic_bool holding;
     int64_t lease_renew_ms;   /* monotonic: when to renew or try the lease next */
     int64_t attempted_max_seq; /* highest seq this relay ever handed to the bus */
+    /* Confirmed rows not deleted yet, sorted: deleted together, one transaction per
+     * TB_RELAY_DELETE_MAX rows or TB_RELAY_DELETE_AFTER_MS, and skipped by reads meanwhile. */
+    int64_t confirmed_seqs[TB_RELAY_DELETE_MAX];
+    size_t nconfirmed;
+    int64_t delete_due_ms; /* monotonic; 0 when nothing waits for deletion */
 
     atomic_uint_fast64_t confirmed, republished, set_aside, failed_batches;
     atomic_int_fast64_t depth, oldest_age_ms, set_aside_rows;
@@ -51,6 +61,12 @@ bool tb__relay_lease(tb_relay_t *r, bool force);
  * TB_ECONFLICT (lease lost), or the failing store or bus status.
  */
 tb_status tb__relay_drain(tb_relay_t *r);
+
+/**
+ * Deletes the confirmed rows kept so far if force is set or their time has
+ * come. TB_OK, or the store's status (they stay kept and are tried again).
+ */
+tb_status tb__relay_flush_deletes(tb_relay_t *r, bool force);
 
 /** Reads depth, oldest age and set-aside count from the store into the atomics. */
 void tb__relay_refresh_stats(tb_relay_t *r);

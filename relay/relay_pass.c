@@ -3,6 +3,13 @@
  * one confirmed batch, delete what the bus confirmed, set aside what it can
  * never accept. Relay thread only.
  *
+ * Deletion is batched: a confirmed row is kept in memory and skipped by the
+ * following reads until one transaction deletes up to 512 of them, at the
+ * latest 100 ms after the first; one delete per event would double the
+ * store's write transactions. A relay that dies in between leaves confirmed
+ * rows behind: its successor publishes them again, and JetStream drops them
+ * by Nats-Msg-Id (counted as republished).
+ *
  * Order: rows are read in seq order (commit order per topology) and only
  * the confirmed prefix of a batch is deleted: once a row fails, the rows
  * after it are published again with it, even if the bus confirmed them, so
@@ -66,10 +73,52 @@ static void set_aside(tb_relay_t *r, const tb_outbox_row_t *row, tb_status why)
            (long long)row->seq, row->topic, reason);
 }
 
+static int cmp_seq(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool kept(const tb_relay_t *r, int64_t seq)
+{
+    return bsearch(&seq, r->confirmed_seqs, r->nconfirmed, sizeof seq, cmp_seq) != NULL;
+}
+
+tb_status tb__relay_flush_deletes(tb_relay_t *r, bool force)
+{
+    if (r->nconfirmed == 0 || (!force && tb_clock_mono_ms() < r->delete_due_ms))
+        return TB_OK;
+    tb_store_err_t err;
+    tb_status st = tb_store_outbox_delete(r->deps.store, r->confirmed_seqs, r->nconfirmed, &err);
+    if (st) {
+        tb_log(TB_LOG_WARN, "relay", "cannot delete %zu confirmed outbox rows: %s",
+               r->nconfirmed, err.message);
+        return st;
+    }
+    r->nconfirmed = 0;
+    r->delete_due_ms = 0;
+    return TB_OK;
+}
+
+/* Keeps a confirmed row for the next deletion; forces one when the set is full. */
+static tb_status keep_confirmed(tb_relay_t *r, int64_t seq)
+{
+    if (r->nconfirmed == TB_RELAY_DELETE_MAX) {
+        tb_status st = tb__relay_flush_deletes(r, true);
+        if (st)
+            return st;
+    }
+    if (r->nconfirmed == 0)
+        r->delete_due_ms = tb_clock_mono_ms() + TB_RELAY_DELETE_AFTER_MS;
+    r->confirmed_seqs[r->nconfirmed++] = seq;
+    atomic_fetch_add(&r->confirmed, 1);
+    return TB_OK;
+}
+
 /*
- * Publishes one batch and settles it. Returns TB_OK if every row was either
- * confirmed (and deleted) or set aside, else the first failure; *more says
- * whether the batch was full (more rows may wait).
+ * Publishes one batch of rows not yet confirmed and settles it. Returns
+ * TB_OK if every row was either confirmed (kept for deletion) or set aside,
+ * else the first failure; *more says whether more rows may wait.
  */
 static tb_status publish_batch(tb_relay_t *r, tb_bus_t *bus, bool *more)
 {
@@ -77,41 +126,41 @@ static tb_status publish_batch(tb_relay_t *r, tb_bus_t *bus, bool *more)
     size_t n = 0;
     tb_store_err_t err;
     *more = false;
-    tb_status st = tb_store_outbox_read(r->deps.store, (size_t)r->batch, &rows, &n, &err);
+    /* The confirmed rows kept for deletion come back too: read past them. */
+    size_t want = (size_t)r->batch + r->nconfirmed;
+    tb_status st = tb_store_outbox_read(r->deps.store, want, &rows, &n, &err);
     if (st || n == 0)
         return st;
-    *more = n == (size_t)r->batch;
+    *more = n == want;
     tb_bus_confirm_item_t *items = tb_xcalloc(n, sizeof *items);
-    int64_t *done = tb_xcalloc(n, sizeof *done);
-    size_t ndone = 0;
+    tb_outbox_row_t **sent = tb_xcalloc(n, sizeof *sent);
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        items[i] = (tb_bus_confirm_item_t){.topic = rows[i].topic, .msg_id = rows[i].msg_id,
-                                           .envelope = rows[i].envelope, .len = rows[i].len};
+        if (kept(r, rows[i].seq))
+            continue;
+        sent[k] = &rows[i];
+        items[k++] = (tb_bus_confirm_item_t){.topic = rows[i].topic, .msg_id = rows[i].msg_id,
+                                             .envelope = rows[i].envelope, .len = rows[i].len};
         if (rows[i].seq <= r->attempted_max_seq)
             atomic_fetch_add(&r->republished, 1);
         else
             r->attempted_max_seq = rows[i].seq;
     }
-    tb_bus_publish_confirmed(bus, items, n, r->confirm_timeout_ms);
-    st = TB_OK;
-    for (size_t i = 0; i < n && st == TB_OK; i++) {
+    if (k > 0)
+        tb_bus_publish_confirmed(bus, items, k, r->confirm_timeout_ms);
+    for (size_t i = 0; i < k && st == TB_OK; i++) {
         if (items[i].result == TB_OK)
-            done[ndone++] = rows[i].seq;
+            st = keep_confirmed(r, sent[i]->seq);
         else if (items[i].result == TB_EINVAL)
-            set_aside(r, &rows[i], items[i].result);
+            set_aside(r, sent[i], items[i].result);
         else
             st = items[i].result; /* this row and every later one go again */
     }
-    tb_status del = tb_store_outbox_delete(r->deps.store, done, ndone, &err);
-    if (del == TB_OK)
-        atomic_fetch_add(&r->confirmed, ndone);
-    else
-        tb_log(TB_LOG_WARN, "relay", "cannot delete %zu confirmed outbox rows: %s", ndone,
-               err.message);
-    free(done);
+    qsort(r->confirmed_seqs, r->nconfirmed, sizeof r->confirmed_seqs[0], cmp_seq);
+    free(sent);
     free(items);
     tb_store_outbox_rows_free(rows, n);
-    return st ? st : del;
+    return st;
 }
 
 tb_status tb__relay_drain(tb_relay_t *r)
