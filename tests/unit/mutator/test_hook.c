@@ -76,7 +76,7 @@ static void test_hook_success_gets_input_on_stdin(void **state)
     const char *path = script("ok.sh", body, 0755);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
     const char *input = "{\"id\":\"m_1\",\"op\":\"add_node\"}";
-    assert_int_equal(tb_mutator_hook_run(path, input, strlen(input), 5000, reason), TB_OK);
+    assert_int_equal(tb_mutator_hook_run(path, NULL, input, strlen(input), 5000, reason), TB_OK);
     char got_path[512];
     snprintf(got_path, sizeof got_path, "%s/stdin.json", dir);
     char *got = slurp(got_path);
@@ -94,7 +94,7 @@ static void test_hook_failure_reason_is_stderr_tail(void **state)
                               "echo >&2; echo 'quota exceeded on switch-7' >&2\nexit 3",
                               0755);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
-    assert_int_equal(tb_mutator_hook_run(path, "{}", 2, 5000, reason), TB_EIO);
+    assert_int_equal(tb_mutator_hook_run(path, NULL, "{}", 2, 5000, reason), TB_EIO);
     assert_true(strlen(reason) <= TB_MUTATOR_HOOK_STDERR_MAX);
     assert_null(strstr(reason, "first words")); /* beyond the last 512 bytes */
     size_t len = strlen(reason);
@@ -108,7 +108,7 @@ static void test_hook_failure_without_stderr_names_the_status(void **state)
     (void)state;
     const char *path = script("quiet.sh", "exit 4", 0755);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
-    assert_int_equal(tb_mutator_hook_run(path, "{}", 2, 5000, reason), TB_EIO);
+    assert_int_equal(tb_mutator_hook_run(path, NULL, "{}", 2, 5000, reason), TB_EIO);
     assert_string_equal(reason, "apply hook exited with status 4");
 }
 
@@ -118,7 +118,7 @@ static void test_hook_reason_is_cleaned_to_utf8_text(void **state)
     const char *path = script("binary.sh", "printf '\\377\\001bad\\tthing\\n\\342\\202' >&2\nexit 1",
                               0755);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
-    assert_int_equal(tb_mutator_hook_run(path, "{}", 2, 5000, reason), TB_EIO);
+    assert_int_equal(tb_mutator_hook_run(path, NULL, "{}", 2, 5000, reason), TB_EIO);
     assert_string_equal(reason, "? bad thing ??");
 }
 
@@ -135,7 +135,7 @@ static void test_hook_timeout_kills_the_process_group(void **state)
     const char *path = script("slow.sh", body, 0755);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
     int64_t t0 = tb_clock_mono_ms();
-    assert_int_equal(tb_mutator_hook_run(path, "{}", 2, 300, reason), TB_ETIMEDOUT);
+    assert_int_equal(tb_mutator_hook_run(path, NULL, "{}", 2, 300, reason), TB_ETIMEDOUT);
     int64_t took = tb_clock_mono_ms() - t0;
     assert_true(took >= 300 && took < 3000);
     assert_non_null(strstr(reason, "timed out after 300 ms"));
@@ -160,11 +160,11 @@ static void test_hook_missing_or_not_executable_is_a_clear_failure(void **state)
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
     char missing[512];
     snprintf(missing, sizeof missing, "%s/no-such-hook", dir);
-    assert_int_equal(tb_mutator_hook_run(missing, "{}", 2, 5000, reason), TB_ENOTFOUND);
+    assert_int_equal(tb_mutator_hook_run(missing, NULL, "{}", 2, 5000, reason), TB_ENOTFOUND);
     assert_non_null(strstr(reason, "cannot be run"));
     assert_non_null(strstr(reason, "No such file"));
     const char *plain = script("plain.sh", "exit 0", 0644);
-    assert_int_equal(tb_mutator_hook_run(plain, "{}", 2, 5000, reason), TB_ENOTFOUND);
+    assert_int_equal(tb_mutator_hook_run(plain, NULL, "{}", 2, 5000, reason), TB_ENOTFOUND);
     assert_non_null(strstr(reason, "Permission denied"));
 }
 
@@ -176,7 +176,7 @@ static void test_hook_that_ignores_its_input_still_succeeds(void **state)
     char *input = tb_xmalloc(len);
     memset(input, ' ', len);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
-    assert_int_equal(tb_mutator_hook_run(path, input, len, 5000, reason), TB_OK);
+    assert_int_equal(tb_mutator_hook_run(path, NULL, input, len, 5000, reason), TB_OK);
     free(input);
 }
 
@@ -191,7 +191,7 @@ static void test_hook_starts_with_default_signal_mask(void **state)
     const char *path = script("term.sh", "kill -TERM $$\nsleep 5\nexit 0", 0755);
     char reason[TB_MUTATOR_REASON_BUF_SIZE];
     int64_t t0 = tb_clock_mono_ms();
-    tb_status st = tb_mutator_hook_run(path, "{}", 2, 4000, reason);
+    tb_status st = tb_mutator_hook_run(path, NULL, "{}", 2, 4000, reason);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     assert_int_equal(st, TB_EIO);
     assert_string_equal(reason, "apply hook was killed by signal 15");

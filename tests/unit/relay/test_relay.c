@@ -133,16 +133,15 @@ static void write_history(tb_store_t *s, char *id)
                                                NULL),
                      TB_OK);
     json_decref(p);
-    assert_int_equal(tb_store_mutation_claim(s, id, &row, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, id, "test", &row, &c, NULL), TB_OK);
     json_t *next = json_pack("{s:[{s:s, s:s}], s:[]}", "nodes", "id", "n1", "kind", "router",
                              "links");
-    assert_int_equal(tb_store_mutation_mark_applied(s, tb_store_row_id(row), next, 1, NULL, NULL),
-                     TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, next, 1, NULL, NULL), TB_OK);
     json_decref(next);
     json_decref(row);
-    assert_int_equal(tb_store_mutation_claim(s, id, &row, NULL), TB_OK);
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "duplicate node id",
-                                                   NULL, NULL),
+    assert_int_equal(tb_store_mutation_claim(s, id, "test", &row, &c, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, "duplicate node id", false, NULL, NULL),
                      TB_OK);
     json_decref(row);
 }
