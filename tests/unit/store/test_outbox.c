@@ -22,10 +22,9 @@
 #include <cmocka.h>
 
 #include "store_fixture.h"
-
-#define W "test-worker" /* the worker id these tests claim as */
 #include "tb/topic.h"
 
+#define W "test-worker" /* the worker id these tests claim as */
 #define READ_MAX 10000
 #define LEASE_TTL_MS 200
 
