@@ -42,10 +42,10 @@
 
 #define SECRET "exactly-once-secret-exactly-once"
 #define TOPOLOGIES 3
-#define QUEUED 3     /* mutations queued on each topology before its deploy */
-#define LATER 2      /* mutations per topology after the faults */
+#define QUEUED 3 /* mutations queued on each topology before its deploy */
+#define LATER 2  /* mutations per topology after the faults */
 #define MAX_MUTATORS 3
-#define LEASE "6"    /* s; recovery runs every 3 s */
+#define LEASE "6" /* s; recovery runs every 3 s */
 #define HOOK_TIMEOUT "4"
 #define WAIT_MS 40000
 
@@ -240,7 +240,10 @@ static int calls_of(const char *kind, const char *id)
     int n = 0;
     size_t i;
     json_t *v;
-    json_array_foreach(all, i, v) n += strncmp(json_string_value(v), prefix, strlen(prefix)) == 0;
+    json_array_foreach(all, i, v) {
+        if (strncmp(json_string_value(v), prefix, strlen(prefix)) == 0)
+            n++;
+    }
     json_decref(all);
     return n;
 }
@@ -452,8 +455,10 @@ static void phase_deploy_with_queue(void)
         size_t i, k;
         json_t *v, *r;
         long deploy_end = -1;
-        json_array_foreach(all, i, v) if (strcmp(json_string_value(v), end) == 0) deploy_end =
-            (long)i;
+        json_array_foreach(all, i, v) {
+            if (strcmp(json_string_value(v), end) == 0)
+                deploy_end = (long)i;
+        }
         assert_true(deploy_end >= 0);
         json_array_foreach(rows, k, r) {
             char prefix[128];
