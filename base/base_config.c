@@ -33,17 +33,10 @@ typedef struct setting {
 
 static tb_status check_listen(const char *v, const char **why);
 static tb_status check_bus(const char *v, const char **why);
-static tb_status check_synchronous(const char *v, const char **why)
-{
-    if (strcmp(v, "full") == 0 || strcmp(v, "normal") == 0)
-        return TB_OK;
-    *why = "must be full or normal";
-    return TB_EINVAL;
-}
-
 static tb_status check_db(const char *v, const char **why);
 static tb_status check_hook(const char *v, const char **why);
 static tb_status check_synchronous(const char *v, const char **why);
+static tb_status check_worker_id(const char *v, const char **why);
 
 static const setting_t settings[] = {
     {TB_SET_LISTEN, "--listen", "TOPOBUS_LISTEN", KIND_STRING, offsetof(tb_config_t, listen), 0, 0,
@@ -86,6 +79,12 @@ static const setting_t settings[] = {
     {TB_SET_LEASE, "--lease", "TOPOBUS_CLAIM_LEASE_S", KIND_LONG, offsetof(tb_config_t, lease_s),
      2, 86400, "60", NULL,
      "seconds a claimed mutation may stay applying before it is recovered (> hook timeout)"},
+    {TB_SET_WORKER, "--worker-id", "TOPOBUS_WORKER_ID", KIND_STRING,
+     offsetof(tb_config_t, worker_id), 0, 0, NULL, check_worker_id,
+     "who holds this process's claims, stable across restarts (default: HOST:ROLE)"},
+    {TB_SET_WORKER, "--retention", "TOPOBUS_MUTATION_RETENTION_S", KIND_LONG,
+     offsetof(tb_config_t, retention_s), 0, 315360000, "604800", NULL,
+     "seconds applied/failed mutations are kept before pruning (0 = forever)"},
     {TB_SET_LOG, NULL, "TOPOBUS_LOG", KIND_LOG_LEVEL, offsetof(tb_config_t, log_level), 0, 0, "info",
      NULL, "log level: err, warn, notice, info, debug"},
 };
@@ -132,6 +131,14 @@ static tb_status check_bus(const char *v, const char **why)
     return TB_EINVAL;
 }
 
+static tb_status check_synchronous(const char *v, const char **why)
+{
+    if (strcmp(v, "full") == 0 || strcmp(v, "normal") == 0)
+        return TB_OK;
+    *why = "must be full or normal";
+    return TB_EINVAL;
+}
+
 static tb_status check_db(const char *v, const char **why)
 {
     if ((strncmp(v, "sqlite:", 7) == 0 && v[7] != '\0') || strncmp(v, "postgres://", 11) == 0 ||
@@ -146,6 +153,21 @@ static tb_status check_hook(const char *v, const char **why)
     if (*v != '\0')
         return TB_OK;
     *why = "must name an executable (a path; it runs without a shell)";
+    return TB_EINVAL;
+}
+
+static tb_status check_worker_id(const char *v, const char **why)
+{
+    size_t n = strlen(v);
+    bool ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = v[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '.' || c == ':' || c == '-';
+    }
+    if (ok)
+        return TB_OK;
+    *why = "must be 1..64 bytes of [A-Za-z0-9_.:-]";
     return TB_EINVAL;
 }
 

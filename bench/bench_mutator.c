@@ -235,12 +235,13 @@ static double raw(int count, int nodes)
     }
     long long t0 = tb_test_now_ms();
     json_t *row = NULL;
-    while (tb_store_mutation_claim(st, id, &row, NULL) == TB_OK) {
+    tb_store_claim_t claim;
+    while (tb_store_mutation_claim(st, id, "bench", &row, &claim, NULL) == TB_OK) {
         tb_store_topology_get(st, id, &doc, NULL);
         json_t *next = NULL;
         char reason[TB_MUTATOR_REASON_BUF_SIZE];
         if (tb_mutator_apply_op(doc, tb_store_row_op(row), tb_store_row_payload(row), &next, reason) ||
-            tb_store_mutation_mark_applied(st, tb_store_row_id(row), next,
+            tb_store_mutation_mark_applied(st, &claim, next,
                                            tb_store_doc_version(doc) + 1, NULL, NULL))
             abort();
         json_decref(next);

@@ -57,11 +57,21 @@ int tb__cmd_configure_bus(const tb_config_t *cfg);
 /** Checks the mutator's settings together (lease vs hook timeout); exit code as above. */
 int tb__cmd_check_mutator_settings(const tb_config_t *cfg);
 /**
- * Creates (not starts) the mutator from cfg's poll, lease and hook settings
- * with the process bus; on a bad combination prints one line and returns
- * the exit code (else 0).
+ * Picks this process's worker id (cmd_worker.c) into out (cap bytes):
+ * cfg->worker_id, else HOST:ROLE (HOST:ROLE:N for the Nth process of that
+ * role on the host), and holds it for the process's life through *held (an
+ * fd to close at exit, or -1). Exit code as above: 2 if the id given is held
+ * by another live process on this host.
  */
-int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out);
+int tb__cmd_worker_identity(const tb_config_t *cfg, const char *role, char *out, size_t cap,
+                            int *held);
+/**
+ * Creates (not starts) the mutator from cfg's poll, lease, hook and
+ * retention settings with the process bus, under worker_id; on a bad
+ * combination prints one line and returns the exit code (else 0).
+ */
+int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, const char *worker_id,
+                           tb_mutator_t **out);
 /** Bus provider of the gateway and the mutator: the process bus, or NULL while unavailable. */
 tb_bus_t *tb__cmd_app_bus(void *ud);
 

@@ -3,6 +3,8 @@
  * and bus. Runs until SIGTERM or SIGINT, finishes the mutation in hand, and
  * exits 0.
  */
+#include <unistd.h>
+
 #include "cmd_int.h"
 #include "tb/config.h"
 #include "tb/log.h"
@@ -10,8 +12,10 @@
 
 static const tb_cli_spec_t mutator_spec = {
     .command = "mutator",
-    .settings = TB_SET_BUS | TB_SET_DB | TB_SET_POLL | TB_SET_APPLY | TB_SET_LEASE | TB_SET_LOG,
-    .usage = "[--bus URL] [--db URL] [--poll S] [--hook PATH] [--hook-timeout S] [--lease S]",
+    .settings = TB_SET_BUS | TB_SET_DB | TB_SET_POLL | TB_SET_APPLY | TB_SET_LEASE |
+                TB_SET_WORKER | TB_SET_LOG,
+    .usage = "[--bus URL] [--db URL] [--poll S] [--hook PATH] [--hook-timeout S] [--lease S] "
+             "[--worker-id ID] [--retention S]",
 };
 
 int tb__cmd_mutator(int argc, char **argv)
@@ -24,8 +28,12 @@ int tb__cmd_mutator(int argc, char **argv)
     tb_store_t *store = NULL, *relay_store = NULL;
     tb_mutator_t *mutator = NULL;
     tb_relay_t *relay = NULL;
+    char worker_id[TB_STORE_WORKER_BUF_SIZE];
+    int held = -1;
     /* Every setting is checked before anything is opened or created. */
     int rc = tb__cmd_check_mutator_settings(&cfg);
+    if (!rc)
+        rc = tb__cmd_worker_identity(&cfg, "mutator", worker_id, sizeof worker_id, &held);
     if (!rc)
         rc = tb__cmd_configure_bus(&cfg);
     if (rc)
@@ -33,7 +41,7 @@ int tb__cmd_mutator(int argc, char **argv)
     rc = tb__cmd_open_store(&cfg, &store);
     if (rc)
         goto out;
-    rc = tb__cmd_mutator_create(&cfg, store, &mutator);
+    rc = tb__cmd_mutator_create(&cfg, store, worker_id, &mutator);
     if (!rc)
         rc = tb__cmd_relay_create(&cfg, &relay, &relay_store);
     if (rc)
@@ -57,6 +65,8 @@ out:
     tb_app_bus_close();
     tb_store_close(relay_store);
     tb_store_close(store);
+    if (held >= 0)
+        close(held);
     tb_config_cleanup(&cfg);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd_int.h"
 #include "tb/auth.h"
@@ -29,7 +30,7 @@ static const tb_cli_spec_t serve_spec = {
     .command = "serve",
     .settings = TB_SET_LISTEN | TB_SET_BUS | TB_SET_DB | TB_SET_KEEPALIVE | TB_SET_POLL |
                 TB_SET_DRAIN | TB_SET_LOOPS | TB_SET_JWT | TB_SET_SSE_CAP | TB_SET_CORS |
-                TB_SET_LOG | TB_SET_APPLY | TB_SET_LEASE,
+                TB_SET_LOG | TB_SET_APPLY | TB_SET_LEASE | TB_SET_WORKER,
     .embedded = true,
     .usage = "[--listen HOST:PORT] [--db URL] [--poll S] [--hook PATH] ...",
 };
@@ -65,6 +66,8 @@ typedef struct serve_parts {
     tb_gateway_t *gw;
     tb_mutator_t *mutator;
     tb_relay_t *relay;
+    char worker_id[TB_STORE_WORKER_BUF_SIZE];
+    int held; /* the worker id's hold (cmd_worker.c), or -1 */
 } serve_parts_t;
 
 static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generated)
@@ -84,13 +87,15 @@ static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generat
         tb__cmd_error("%s", err);
         return TB_EXIT_USAGE;
     }
-    rc = tb__cmd_configure_bus(cfg);
+    rc = tb__cmd_worker_identity(cfg, "serve", p->worker_id, sizeof p->worker_id, &p->held);
+    if (!rc)
+        rc = tb__cmd_configure_bus(cfg);
     if (!rc)
         rc = tb__cmd_open_store(cfg, &p->gw_store);
     if (!rc)
         rc = tb__cmd_open_store(cfg, &p->mut_store);
     if (!rc)
-        rc = tb__cmd_mutator_create(cfg, p->mut_store, &p->mutator);
+        rc = tb__cmd_mutator_create(cfg, p->mut_store, p->worker_id, &p->mutator);
     if (!rc)
         rc = tb__cmd_relay_create(cfg, &p->relay, &p->relay_store);
     if (rc)
@@ -118,7 +123,7 @@ int tb__cmd_serve(int argc, char **argv)
     int early = tb__cmd_load_settings(&serve_spec, argc, argv, &cfg);
     if (early >= 0)
         return early;
-    serve_parts_t p = {0};
+    serve_parts_t p = {.held = -1};
     char secret[2 * SECRET_BYTES + 1];
     bool generated = false;
     int rc = build(&cfg, &p, secret, &generated);
@@ -153,6 +158,8 @@ out:
     tb_store_close(p.mut_store);
     tb_store_close(p.gw_store);
     tb_auth_destroy(p.auth);
+    if (p.held >= 0)
+        close(p.held);
     memset(secret, 0, sizeof secret);
     tb_config_cleanup(&cfg);
     return rc;

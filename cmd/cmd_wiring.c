@@ -136,7 +136,8 @@ int tb__cmd_check_mutator_settings(const tb_config_t *cfg)
     return TB_EXIT_OK;
 }
 
-int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator_t **out)
+int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, const char *worker_id,
+                           tb_mutator_t **out)
 {
     int rc = tb__cmd_check_mutator_settings(cfg);
     if (rc)
@@ -151,6 +152,9 @@ int tb__cmd_mutator_create(const tb_config_t *cfg, tb_store_t *store, tb_mutator
         .lease_ms = cfg->lease_s * 1000,
         .hook = cfg->apply_hook,
         .hook_timeout_ms = cfg->apply_timeout_s * 1000,
+        .worker_id = worker_id,
+        .retention_ms = cfg->retention_s > 0 ? (long long)cfg->retention_s * 1000
+                                             : TB_MUTATOR_KEEP_FOREVER,
     };
     if (tb_mutator_create(out, &deps, &opts)) {
         tb__cmd_error("cannot create the mutator with these settings");

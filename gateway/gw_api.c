@@ -77,6 +77,7 @@ static void job_store_error(api_job_t *j, tb_status st, const tb_store_err_t *er
     case TB_STORE_R_NOT_MUTABLE:
     case TB_STORE_R_ILLEGAL_TRANSITION:
     case TB_STORE_R_WRONG_STATE:
+    case TB_STORE_R_STALE_CLAIM: /* a worker's reason, never an HTTP request's */
         job_error(j, 409, tb_store_reason_code(err->reason), err->message);
         return;
     case TB_STORE_R_BUSY:

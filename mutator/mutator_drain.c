@@ -1,15 +1,18 @@
 /*
- * The drain pass: completes deploy and teardown requests, then claims,
- * applies and commits pending mutations. Runs on the worker thread only (or
- * on tb_mutator_run_once's caller). The store is the truth: each of its
- * writes records its own change event in the outbox, in the same
+ * The drain pass: completes claimed deploy and teardown requests, then
+ * claims, applies and commits pending mutations. Runs on the worker thread
+ * only (or on tb_mutator_run_once's caller). The store is the truth: each of
+ * its writes records its own change event in the outbox, in the same
  * transaction, and the relay publishes it (CONTRACT §2); the mutator
  * publishes nothing itself but its health.
  *
- * A status change caused by a mutation (active → degraded on failure,
- * degraded → active on success) is written while the mutation is still
- * `applying`, so no other worker can claim the topology's next mutation in
- * between and the final status follows the last mutation's outcome.
+ * Everything is done under a claim (tb/store.h "Claims", mutator_claims.c):
+ * the hook runs only after the claim is marked started, and every verdict
+ * (applied, failed, a deploy's or teardown's outcome) is recorded with the
+ * claim's fencing token, so a worker whose claim was taken back records
+ * nothing. A status change caused by a mutation (active → degraded on
+ * failure, degraded → active on success) is written by the store in the
+ * same transaction as the verdict.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -23,16 +26,8 @@ typedef enum step_result {
     STEP_NONE,    /* nothing claimable */
     STEP_APPLIED, /* applied; the topology may have more */
     STEP_FAILED,  /* failed; stop draining this topology for this pass */
-    STEP_ERROR,   /* the store failed; leave the topology for later */
+    STEP_ERROR,   /* the store failed or the claim was lost; leave the topology for later */
 } step_result;
-
-static void count_store_error(tb_mutator_t *m, const char *what, const char *id,
-                              const tb_store_err_t *err)
-{
-    atomic_fetch_add(&m->counters.store_errors, 1);
-    tb_log(TB_LOG_WARN, "mutator", "%s failed: id=%s reason=%s %s", what, id,
-           tb_store_reason_code(err->reason), err->message);
-}
 
 static tb_topology_status doc_status(const json_t *doc)
 {
@@ -43,147 +38,198 @@ static tb_topology_status doc_status(const json_t *doc)
     return st;
 }
 
-/* Moves id from → to (the store records the status event); false if it did not happen. */
-static bool transition(tb_mutator_t *m, const char *id, tb_topology_status from,
-                       tb_topology_status to, const char *reason)
-{
-    tb_store_err_t err;
-    tb_status st = tb_store_topology_transition(m->deps.store, id, from, to, reason, NULL, &err);
-    if (st == TB_ECONFLICT || st == TB_ENOTFOUND)
-        return false; /* another worker or a request got there first */
-    if (st) {
-        count_store_error(m, "topology transition", id, &err);
-        return false;
-    }
-    return true;
-}
+/* ---- deploy and teardown ------------------------------------------------- */
 
-/* Runs the hook, if any, on doc's JSON; true on success, else reason is filled. */
-static bool run_hook(tb_mutator_t *m, const json_t *input, char *reason)
+typedef struct transition_verdict {
+    const tb_store_claim_t *claim;
+    bool ok;
+    const char *reason;
+    tb_topology_status now;
+} transition_verdict_t;
+
+static tb_status finish_transition(tb_mutator_t *m, void *ctx, tb_store_err_t *err)
 {
-    if (!m->hook)
-        return true;
-    char *text = json_dumps(input, JSON_COMPACT);
-    tb_status st = tb_mutator_hook_run(m->hook, text, strlen(text), m->opts.hook_timeout_ms, reason);
-    free(text);
-    return st == TB_OK;
+    transition_verdict_t *v = ctx;
+    return tb_store_transition_finish(m->deps.store, v->claim, v->ok, v->reason, &v->now, err);
 }
 
 static void complete_request(tb_mutator_t *m, const char *id)
 {
     json_t *doc = NULL;
+    tb_store_claim_t c;
     tb_store_err_t err;
-    tb_status st = tb_store_topology_get(m->deps.store, id, &doc, &err);
+    tb_status st = tb_store_transition_claim(m->deps.store, id, m->worker_id, &doc, &c, &err);
     if (st) {
+        /* Nothing to do, or another worker has it. */
         if (st != TB_ENOTFOUND)
-            count_store_error(m, "read topology", id, &err);
+            tb__mutator_store_error(m, "claim deploy or teardown", id, &err);
         return;
     }
-    tb_topology_status status = doc_status(doc);
-    if (status == TB_TOPOLOGY_DEPLOYING) {
-        char reason[TB_MUTATOR_REASON_BUF_SIZE];
-        bool ok = run_hook(m, doc, reason);
-        if (transition(m, id, TB_TOPOLOGY_DEPLOYING, ok ? TB_TOPOLOGY_ACTIVE : TB_TOPOLOGY_FAILED,
-                       ok ? NULL : reason)) {
-            atomic_fetch_add(&m->counters.deployed, 1);
-            tb_log(TB_LOG_INFO, "mutator", "deploy done: topology=%s state=%s", id,
-                   ok ? "active" : "failed");
-        }
-    } else if (status == TB_TOPOLOGY_TEARING_DOWN) {
-        if (transition(m, id, TB_TOPOLOGY_TEARING_DOWN, TB_TOPOLOGY_TORN_DOWN, NULL))
-            atomic_fetch_add(&m->counters.torn_down, 1);
+    char hook_reason[TB_MUTATOR_REASON_BUF_SIZE] = "";
+    char reason[TB_MUTATOR_REASON_BUF_SIZE];
+    bool ok = true;
+    if (m->hook) {
+        if (!tb__mutator_start_effect(m, &c))
+            goto out;
+        ok = tb__mutator_run_hook(m, &c, doc, hook_reason);
     }
+    transition_verdict_t v = {&c, ok, ok ? NULL : hook_reason, TB_TOPOLOGY_ANY};
+    if (!ok && c.kind == TB_CLAIM_TEARDOWN) {
+        /* torn_down is the only way out of tearing_down: the reason tells what went wrong. */
+        snprintf(reason, sizeof reason, "teardown hook failed: %.900s", hook_reason);
+        v.reason = reason;
+    }
+    st = tb__mutator_finish(m, finish_transition, &v, &c, &err);
+    if (st == TB_ECONFLICT) {
+        tb__mutator_refused(m, &c, "the outcome", &err);
+    } else if (st) {
+        tb__mutator_store_error(m, "finish deploy or teardown", id, &err);
+    } else {
+        atomic_fetch_add(c.kind == TB_CLAIM_DEPLOY ? &m->counters.deployed
+                                                   : &m->counters.torn_down,
+                         1);
+        tb_log(TB_LOG_INFO, "mutator", "%s done: topology=%s state=%s",
+               tb_store_claim_kind_name(c.kind), id, tb_topology_status_name(v.now));
+    }
+out:
     json_decref(doc);
 }
 
-/* Works out the new graph, or why there is none; hook included. */
-static json_t *compute(tb_mutator_t *m, const json_t *row, const json_t *doc,
-                       tb_topology_status status, char *reason)
+/* ---- mutations ------------------------------------------------------------ */
+
+typedef struct mutation_verdict {
+    const tb_store_claim_t *claim;
+    const json_t *next; /* applied: the new graph; NULL: failed */
+    int64_t version;
+    const char *reason;
+    bool degrade;
+} mutation_verdict_t;
+
+static tb_status finish_mutation(tb_mutator_t *m, void *ctx, tb_store_err_t *err)
 {
-    if (status == TB_TOPOLOGY_FAILED || status == TB_TOPOLOGY_TEARING_DOWN ||
-        status == TB_TOPOLOGY_TORN_DOWN || status == TB_TOPOLOGY_ANY) {
-        snprintf(reason, TB_MUTATOR_REASON_BUF_SIZE, "the topology is %s: mutations no longer apply",
-                 tb_topology_status_name(status));
-        return NULL;
-    }
-    json_t *next = NULL;
-    if (tb_mutator_apply_op(doc, tb_store_row_op(row), tb_store_row_payload(row), &next, reason))
-        return NULL;
-    if (!run_hook(m, row, reason)) {
-        json_decref(next);
-        return NULL;
-    }
-    return next;
+    mutation_verdict_t *v = ctx;
+    if (v->next)
+        return tb_store_mutation_mark_applied(m->deps.store, v->claim, v->next, v->version, NULL,
+                                              err);
+    return tb_store_mutation_mark_failed(m->deps.store, v->claim, v->reason, v->degrade, NULL,
+                                         err);
 }
 
-static step_result commit_failure(tb_mutator_t *m, const char *tid, const json_t *row,
-                                  tb_topology_status status, const char *reason)
+/* Records a failure; degrade says whether an active topology becomes degraded. */
+static step_result commit_failure(tb_mutator_t *m, const tb_store_claim_t *c, const char *reason,
+                                  bool degrade, bool started)
 {
-    const char *mid = tb_store_row_id(row);
-    /* Degrade first, while the row still holds the topology (see the file comment). */
-    if (status == TB_TOPOLOGY_ACTIVE)
-        transition(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, reason);
+    mutation_verdict_t v = {.claim = c, .reason = reason, .degrade = degrade};
     tb_store_err_t err;
-    tb_status st = tb_store_mutation_mark_failed(m->deps.store, mid, reason, NULL, &err);
+    tb_status st = tb__mutator_finish(m, finish_mutation, &v, c, &err);
+    if (st == TB_ECONFLICT) {
+        tb__mutator_refused(m, c, "the failure", &err);
+        return STEP_ERROR;
+    }
     if (st) {
-        count_store_error(m, "mark mutation failed", mid, &err);
-        return STEP_ERROR; /* still applying: stale-claim recovery will retry it */
+        tb__mutator_store_error(m, "mark mutation failed", c->mutation_id, &err);
+        if (!started)
+            tb__mutator_release(m, c);
+        return STEP_ERROR;
     }
     atomic_fetch_add(&m->counters.failed, 1);
-    tb_log(TB_LOG_NOTICE, "mutator", "mutation failed: topology=%s mutation=%s reason=%s", tid,
-           mid, reason);
+    tb_log(TB_LOG_NOTICE, "mutator", "mutation failed: topology=%s mutation=%s reason=%s",
+           c->topology_id, c->mutation_id, reason);
     return STEP_FAILED;
 }
 
-static step_result commit(tb_mutator_t *m, const char *tid, const json_t *row, const json_t *doc,
-                          tb_topology_status status, const json_t *next)
+static step_result commit(tb_mutator_t *m, const tb_store_claim_t *c, const json_t *next,
+                          int64_t version, bool started)
 {
-    const char *mid = tb_store_row_id(row);
-    int64_t version = tb_store_doc_version(doc) + 1;
-    bool restored = status == TB_TOPOLOGY_DEGRADED &&
-                    transition(m, tid, TB_TOPOLOGY_DEGRADED, TB_TOPOLOGY_ACTIVE, NULL);
+    mutation_verdict_t v = {.claim = c, .next = next, .version = version};
     tb_store_err_t err;
-    tb_status st = tb_store_mutation_mark_applied(m->deps.store, mid, next, version, NULL, &err);
-    if (st == TB_EINVAL || st == TB_ECONFLICT) {
+    tb_status st = tb__mutator_finish(m, finish_mutation, &v, c, &err);
+    if (st == TB_EINVAL || (st == TB_ECONFLICT && err.reason != TB_STORE_R_STALE_CLAIM)) {
         char reason[TB_MUTATOR_REASON_BUF_SIZE];
         snprintf(reason, sizeof reason, "the result cannot be stored: %s", err.message);
-        if (restored)
-            transition(m, tid, TB_TOPOLOGY_ACTIVE, TB_TOPOLOGY_DEGRADED, reason);
-        return commit_failure(m, tid, row, restored ? TB_TOPOLOGY_DEGRADED : status, reason);
+        return commit_failure(m, c, reason, true, started);
+    }
+    if (st == TB_ECONFLICT) {
+        tb__mutator_refused(m, c, "the applied result", &err);
+        return STEP_ERROR;
     }
     if (st) {
-        count_store_error(m, "mark mutation applied", mid, &err);
+        tb__mutator_store_error(m, "mark mutation applied", c->mutation_id, &err);
+        if (!started)
+            tb__mutator_release(m, c);
         return STEP_ERROR;
     }
     atomic_fetch_add(&m->counters.applied, 1);
     return STEP_APPLIED;
 }
 
+/* Why a claimed mutation cannot apply to doc before anything is tried, or NULL. */
+static bool refuse_early(const tb_store_claim_t *c, const json_t *doc, tb_topology_status status,
+                         char *reason, bool *degrade)
+{
+    *degrade = false;
+    if (status == TB_TOPOLOGY_FAILED || status == TB_TOPOLOGY_TEARING_DOWN ||
+        status == TB_TOPOLOGY_TORN_DOWN || status == TB_TOPOLOGY_ANY) {
+        snprintf(reason, TB_MUTATOR_REASON_BUF_SIZE, "the topology is %s: mutations no longer apply",
+                 tb_topology_status_name(status));
+        return true;
+    }
+    /* expected_version is compare-and-set: the mutation applies only to the version its
+     * client saw. A conflict is no fault of the deployment: the status stays. */
+    int64_t version = tb_store_doc_version(doc);
+    if (c->expected_version != TB_STORE_NO_VERSION && c->expected_version != version) {
+        snprintf(reason, TB_MUTATOR_REASON_BUF_SIZE,
+                 "version_conflict: the topology is at version %lld, not the expected %lld",
+                 (long long)version, (long long)c->expected_version);
+        return true;
+    }
+    return false;
+}
+
+static step_result apply_claimed(tb_mutator_t *m, const tb_store_claim_t *c, const json_t *row,
+                                 const json_t *doc)
+{
+    char reason[TB_MUTATOR_REASON_BUF_SIZE];
+    bool degrade;
+    if (refuse_early(c, doc, doc_status(doc), reason, &degrade))
+        return commit_failure(m, c, reason, degrade, false);
+    json_t *next = NULL;
+    if (tb_mutator_apply_op(doc, tb_store_row_op(row), tb_store_row_payload(row), &next, reason))
+        return commit_failure(m, c, reason, true, false);
+    step_result result = STEP_ERROR;
+    bool started = m->hook != NULL;
+    if (started && !tb__mutator_start_effect(m, c))
+        goto out;
+    if (!tb__mutator_run_hook(m, c, row, reason))
+        result = commit_failure(m, c, reason, true, started);
+    else
+        result = commit(m, c, next, tb_store_doc_version(doc) + 1, started);
+out:
+    json_decref(next);
+    return result;
+}
+
 static step_result step(tb_mutator_t *m, const char *tid)
 {
-    json_t *row = NULL, *doc = NULL, *next = NULL;
+    json_t *row = NULL, *doc = NULL;
+    tb_store_claim_t c;
     tb_store_err_t err;
-    tb_status st = tb_store_mutation_claim(m->deps.store, tid, &row, &err);
+    tb_status st = tb_store_mutation_claim(m->deps.store, tid, m->worker_id, &row, &c, &err);
     if (st) {
         if (st == TB_ENOTFOUND)
             return STEP_NONE;
-        count_store_error(m, "claim", tid, &err);
+        tb__mutator_store_error(m, "claim", tid, &err);
         return STEP_ERROR;
     }
     step_result result = STEP_ERROR;
     st = tb_store_topology_get(m->deps.store, tid, &doc, &err);
     if (st) {
-        /* Leave the row applying: recovery requeues it once the store answers again. */
-        count_store_error(m, "read topology", tid, &err);
-        goto out;
+        /* Nothing has started: give it back at once, its attempts untouched. */
+        tb__mutator_store_error(m, "read topology", tid, &err);
+        tb__mutator_release(m, &c);
+    } else {
+        result = apply_claimed(m, &c, row, doc);
     }
-    tb_topology_status status = doc_status(doc);
-    char reason[TB_MUTATOR_REASON_BUF_SIZE];
-    next = compute(m, row, doc, status, reason);
-    result = next ? commit(m, tid, row, doc, status, next)
-                  : commit_failure(m, tid, row, status, reason);
-out:
-    json_decref(next);
     json_decref(doc);
     json_decref(row);
     return result;
@@ -195,7 +241,7 @@ static void scan_requests(tb_mutator_t *m, json_t *set)
     json_t *list = NULL;
     tb_store_err_t err;
     if (tb_store_topology_list(m->deps.store, &list, &err)) {
-        count_store_error(m, "list topologies", "-", &err);
+        tb__mutator_store_error(m, "list topologies", "-", &err);
         return;
     }
     size_t i;
@@ -208,20 +254,25 @@ static void scan_requests(tb_mutator_t *m, json_t *set)
     json_decref(list);
 }
 
-static void drain(tb_mutator_t *m)
+/* Drains every topology with pending work; adds those it worked on to touched. */
+static void drain(tb_mutator_t *m, json_t *touched)
 {
     json_t *ids = NULL;
     tb_store_err_t err;
     if (tb_store_topologies_with_pending(m->deps.store, &ids, &err)) {
-        count_store_error(m, "list pending work", "-", &err);
+        tb__mutator_store_error(m, "list pending work", "-", &err);
         return;
     }
     /* Round-robin, one mutation per topology per round, so one busy topology
      * does not hold the others back. A topology leaves the round when it has
-     * nothing claimable (possibly because another worker holds it) or failed. */
+     * nothing claimable (possibly because another worker holds it, or it
+     * deploys) or failed. */
     while (json_array_size(ids) > 0 && !atomic_load(&m->stop)) {
         for (size_t i = 0; i < json_array_size(ids) && !atomic_load(&m->stop);) {
-            step_result r = step(m, json_string_value(json_array_get(ids, i)));
+            const char *tid = json_string_value(json_array_get(ids, i));
+            step_result r = step(m, tid);
+            if (r == STEP_APPLIED || r == STEP_FAILED)
+                json_object_set_new(touched, tid, json_true());
             if (r == STEP_APPLIED)
                 i++;
             else
@@ -231,22 +282,51 @@ static void drain(tb_mutator_t *m)
     json_decref(ids);
 }
 
+/* Keeps in set only the topologies now deploying or tearing down. */
+static void keep_requests(tb_mutator_t *m, json_t *set)
+{
+    const char *id;
+    json_t *v, *tmp;
+    json_object_foreach_safe(set, tmp, id, v) {
+        json_t *doc = NULL;
+        tb_status st = tb_store_topology_get(m->deps.store, id, &doc, NULL);
+        tb_topology_status status = st ? TB_TOPOLOGY_ANY : doc_status(doc);
+        json_decref(doc);
+        if (status != TB_TOPOLOGY_DEPLOYING && status != TB_TOPOLOGY_TEARING_DOWN)
+            json_object_del(set, id);
+    }
+}
+
+enum { PASS_ROUNDS = 3 };
+
 void tb__mutator_pass(tb_mutator_t *m, bool full, const json_t *hints)
 {
     atomic_fetch_add(&m->counters.passes, 1);
+    tb__mutator_release_leftovers(m);
     json_t *requests = json_object();
     if (hints)
         json_object_update(requests, (json_t *)(uintptr_t)hints);
     if (full)
         scan_requests(m, requests);
-    const char *id;
-    json_t *v;
-    json_object_foreach(requests, id, v) {
-        if (atomic_load(&m->stop))
+    /* A deploy or teardown waits for the mutation in flight, and queued
+     * mutations wait for a deploy: after draining, the topologies this pass
+     * worked on get another look, so neither waits for the next poll. */
+    for (int round = 0; round < PASS_ROUNDS && !atomic_load(&m->stop); round++) {
+        const char *id;
+        json_t *v;
+        json_object_foreach(requests, id, v) {
+            if (atomic_load(&m->stop))
+                break;
+            complete_request(m, id);
+        }
+        json_object_clear(requests);
+        if (!atomic_load(&m->stop))
+            drain(m, requests);
+        keep_requests(m, requests);
+        if (json_object_size(requests) == 0)
             break;
-        complete_request(m, id);
     }
     json_decref(requests);
     if (!atomic_load(&m->stop))
-        drain(m);
+        tb__mutator_prune(m);
 }

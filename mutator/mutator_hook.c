@@ -1,12 +1,17 @@
 /*
  * The apply hook: an operator's command that takes a mutation (or, on
- * deploy, the document) as JSON on stdin and says yes (exit 0) or no. It is
- * spawned without a shell in its own process group with the default signal
- * mask (our processes block SIGTERM/SIGINT for sigwait, and a child would
- * inherit that). The caller's thread feeds stdin and collects stderr through
- * non-blocking pipes with poll(), keeping the last 512 bytes in a ring, and
- * enforces the deadline: SIGKILL to the group, then the child is reaped.
- * Nothing here is shared between threads; each call owns its pipes.
+ * deploy and teardown, the document) as JSON on stdin and says yes (exit 0)
+ * or no. It is spawned without a shell in its own process group with the
+ * default signal mask (our processes block SIGTERM/SIGINT for sigwait, and a
+ * child would inherit that) and a minimal environment (CONTRACT §6): PATH,
+ * HOME, LANG and TZ from ours, plus the caller's TOPOBUS_HOOK_* variables,
+ * never our secrets. The caller's thread feeds stdin and collects stderr
+ * through non-blocking pipes with poll(), keeping the last 512 bytes in a
+ * ring, and enforces the deadline. Once the verdict is taken (exit or
+ * timeout) the whole process group is killed with SIGKILL before the hook is
+ * reaped: the leader stays a zombie until then, so its process group id
+ * cannot have been reused. Nothing here is shared between threads; each
+ * call owns its pipes.
  */
 #define _GNU_SOURCE /* pipe2: close-on-exec from birth, so no other child inherits a pipe */
 #include <errno.h>
@@ -17,16 +22,23 @@
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mutator_int.h"
+#include "tb/alloc.h"
 #include "tb/clock.h"
 #include "tb/envelope.h"
 
-extern char **environ;
+#define HOOK_ENV_MAX 16
+#define HOOK_ENV_PREFIX "TOPOBUS_HOOK_"
+#define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+
+/* What the hook inherits from our environment, no more (CONTRACT §6). */
+static const char *const passed_on[] = {"PATH", "HOME", "LANG", "TZ"};
 
 typedef struct hook_io {
     int in_fd;  /* our end of the child's stdin, -1 once closed */
@@ -140,7 +152,31 @@ static int set_nonblock(int fd)
     return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-static int spawn_hook(const char *path, int in_rd, int err_wr, pid_t *pid)
+/* The hook's environment in env (HOOK_ENV_MAX + 1 slots, NULL-terminated);
+ * the strings that need storage live in store (freed by the caller). */
+static void hook_environment(const char *const *extra, char **env, char **store)
+{
+    size_t n = 0, k = 0;
+    for (size_t i = 0; i < TB_ARRAY_LEN(passed_on); i++) {
+        const char *v = getenv(passed_on[i]);
+        if (!v && strcmp(passed_on[i], "PATH") == 0)
+            v = DEFAULT_PATH;
+        if (!v)
+            continue;
+        size_t len = strlen(passed_on[i]) + strlen(v) + 2;
+        store[k] = tb_xmalloc(len);
+        snprintf(store[k], len, "%s=%s", passed_on[i], v);
+        env[n++] = store[k++];
+    }
+    for (size_t i = 0; extra && extra[i] && n < HOOK_ENV_MAX; i++) {
+        /* Only our own hook variables: nothing else may slip through this door. */
+        TB_ASSERT(strncmp(extra[i], HOOK_ENV_PREFIX, strlen(HOOK_ENV_PREFIX)) == 0);
+        env[n++] = (char *)(uintptr_t)extra[i];
+    }
+    env[n] = NULL;
+}
+
+static int spawn_hook(const char *path, char *const *env, int in_rd, int err_wr, pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -161,21 +197,33 @@ static int spawn_hook(const char *path, int in_rd, int err_wr, pid_t *pid)
     posix_spawnattr_setflags(&attr,
                              POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     char *argv[] = {(char *)(uintptr_t)path, NULL};
-    int rc = posix_spawn(pid, path, &fa, &attr, argv, environ);
+    int rc = posix_spawn(pid, path, &fa, &attr, argv, env);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     return rc;
 }
 
+/* True once the child has exited; it is left unreaped (a zombie holding its pid). */
+static bool exited_unreaped(pid_t pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        if (errno != EINTR)
+            return true; /* not ours to wait for any more: nothing left to supervise */
+    }
+    return info.si_pid == pid;
+}
+
 /*
  * Feeds and drains the child until it exits or the deadline passes. Returns
- * true with *wstatus once reaped, false on timeout (the child still runs).
+ * true once it exited, false on timeout (it still runs). Either way it is
+ * not reaped yet.
  */
-static bool supervise(hook_io_t *io, pid_t pid, int64_t deadline_ms, int *wstatus)
+static bool supervise(hook_io_t *io, pid_t pid, int64_t deadline_ms)
 {
     for (;;) {
-        pid_t r = waitpid(pid, wstatus, WNOHANG);
-        if (r == pid) {
+        if (exited_unreaped(pid)) {
             pump_stderr(io); /* what it wrote just before exiting */
             return true;
         }
@@ -241,19 +289,32 @@ static tb_status verdict(const hook_io_t *io, int wstatus, char *reason)
     return TB_EIO;
 }
 
-tb_status tb_mutator_hook_run(const char *path, const char *input, size_t len, long timeout_ms,
-                              char *reason)
+/* Kills whatever is left of the hook's process group, then reaps the leader. */
+static int kill_group_and_reap(pid_t pid)
+{
+    kill(-pid, SIGKILL);
+    int wstatus = 0;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+        ;
+    return wstatus;
+}
+
+tb_status tb_mutator_hook_run(const char *path, const char *const *env, const char *input,
+                              size_t len, long timeout_ms, char *reason)
 {
     int in_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
     hook_io_t io = {.in_fd = -1, .err_fd = -1, .input = input, .len = len};
     tb_status st = TB_EIO;
+    char *env_store[TB_ARRAY_LEN(passed_on)] = {0};
+    char *hook_env[HOOK_ENV_MAX + 1];
+    hook_environment(env, hook_env, env_store);
     if (pipe2(in_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC)) {
         snprintf(reason, TB_MUTATOR_REASON_BUF_SIZE, "apply hook: cannot create pipes: %s",
                  strerror(errno));
         goto out;
     }
     pid_t pid;
-    int rc = spawn_hook(path, in_pipe[0], err_pipe[1], &pid);
+    int rc = spawn_hook(path, hook_env, in_pipe[0], err_pipe[1], &pid);
     close_fd(&in_pipe[0]);
     close_fd(&err_pipe[1]);
     if (rc) {
@@ -270,22 +331,21 @@ tb_status tb_mutator_hook_run(const char *path, const char *input, size_t len, l
     sigset_t saved;
     sigpipe_block(&saved);
     pump_input(&io);
-    int wstatus = 0;
-    bool exited = supervise(&io, pid, tb_clock_mono_ms() + timeout_ms, &wstatus);
+    bool exited = supervise(&io, pid, tb_clock_mono_ms() + timeout_ms);
     sigpipe_restore(&saved);
+    /* The verdict is taken: the whole group goes, also after a normal exit,
+     * so nothing the hook started (`sleep 1000 &`) outlives it. */
+    int wstatus = kill_group_and_reap(pid);
     if (exited) {
         st = verdict(&io, wstatus, reason);
     } else {
-        /* The whole group: a script's own children must not outlive the verdict. */
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
-        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
-            ;
         snprintf(reason, TB_MUTATOR_REASON_BUF_SIZE,
                  "apply hook timed out after %ld ms and was killed", timeout_ms);
         st = TB_ETIMEDOUT;
     }
 out:
+    for (size_t i = 0; i < TB_ARRAY_LEN(env_store); i++)
+        free(env_store[i]);
     close_fd(&io.in_fd);
     close_fd(&io.err_fd);
     close_fd(&in_pipe[0]);

@@ -1,7 +1,9 @@
 /*
- * The worker thread: waits for a wake-up (a bus event or tb_mutator_wake) or
- * the poll interval, runs drain passes, recovers stale claims at start and
- * every lease / 2, and publishes its health every 10 s. The bus is optional
+ * The worker thread: gives back the claims its predecessor left under its
+ * worker id, waits for a wake-up (a bus event or tb_mutator_wake) or the
+ * poll interval, runs drain passes, recovers stale claims at start and
+ * every lease / 2, prunes settled rows past the retention at most every
+ * minute, and publishes its health every 10 s. The bus is optional
  * and may come and go: the provider is asked again about once a second until
  * it answers, and until then (or with the bus disabled) the poll interval
  * alone drives the work.
@@ -22,11 +24,13 @@
 #include "tb/alloc.h"
 #include "tb/clock.h"
 #include "tb/log.h"
+#include "tb/random.h"
 
 enum {
     DEFAULT_POLL_MS = 10 * 1000,
     DEFAULT_LEASE_MS = TB_STORE_LEASE_DEFAULT_S * 1000,
     DEFAULT_HOOK_TIMEOUT_MS = 30 * 1000,
+    DEFAULT_PRUNE_INTERVAL_MS = 60 * 1000,
     BUS_RETRY_MS = 1000,
 };
 
@@ -72,7 +76,8 @@ static void on_dropped(uint64_t count, void *ud)
     ask_rescan(ud);
 }
 
-/* Deploy and teardown requests name their topology: remember it for the next pass. */
+/* Deploy and teardown requests name their topology: remember it for the next pass. Any
+ * other status change may let mutations queued behind a deploy go on: a pass looks. */
 static void on_status(tb_event_t *ev, void *ud)
 {
     tb_mutator_t *m = ud;
@@ -82,13 +87,12 @@ static void on_status(tb_event_t *ev, void *ud)
     json_t *p = json_loadb(ev->payload, ev->payload_len, 0, NULL);
     const char *state = json_string_value(json_object_get(p, "state"));
     bool request = state && (strcmp(state, "deploying") == 0 || strcmp(state, "tearing_down") == 0);
-    if (request) {
-        pthread_mutex_lock(&m->lock);
+    pthread_mutex_lock(&m->lock);
+    if (request)
         json_object_set_new(m->hints, id, json_true());
-        m->wake = true;
-        pthread_cond_signal(&m->cond);
-        pthread_mutex_unlock(&m->lock);
-    }
+    m->wake = true;
+    pthread_cond_signal(&m->cond);
+    pthread_mutex_unlock(&m->lock);
     json_decref(p);
 }
 
@@ -127,21 +131,23 @@ static void detach_bus(tb_mutator_t *m)
     m->bus = NULL;
 }
 
+/* Stale-claim recovery, by the database's clock (the store judges the lease). */
 static void recover(tb_mutator_t *m)
 {
-    int requeued = 0, failed = 0;
+    tb_store_recovery_t out;
     tb_store_err_t err;
-    int64_t now_ms = (int64_t)(tb_clock_wall() * 1000.0);
-    if (tb_store_recover_stale(m->deps.store, now_ms, &requeued, &failed, &err)) {
+    if (tb_store_recover_stale(m->deps.store, 0, &out, &err)) {
         atomic_fetch_add(&m->counters.store_errors, 1);
         tb_log(TB_LOG_WARN, "mutator", "stale-claim recovery failed: %s", err.message);
         return;
     }
-    if (requeued + failed == 0)
+    if (out.requeued + out.failed == 0)
         return;
-    atomic_fetch_add(&m->counters.recovered, (uint64_t)(requeued + failed));
-    tb_log(TB_LOG_NOTICE, "mutator", "recovered stale claims: requeued=%d failed=%d", requeued,
-           failed);
+    atomic_fetch_add(&m->counters.recovered, (uint64_t)(out.requeued + out.failed));
+    tb_log(TB_LOG_NOTICE, "mutator", "recovered stale claims: requeued=%d interrupted=%d",
+           out.requeued, out.failed);
+    /* A requeued deploy or teardown announces itself to nobody: look at the whole store. */
+    ask_rescan(m);
 }
 
 static void publish_health(tb_mutator_t *m, const char *state)
@@ -199,6 +205,8 @@ static void *worker_main(void *arg)
     int64_t next_recover = now + m->opts.lease_ms / 2;
     int64_t next_health = now;
     int64_t next_bus = now;
+    /* Claims still under our id are our predecessor's: give them back before anything. */
+    tb__mutator_release_leftovers(m);
     recover(m);
     bool full = true, stop = false, pass_due = true;
     json_t *hints = json_object();
@@ -246,8 +254,22 @@ tb_status tb_mutator_create(tb_mutator_t **out, const tb_mutator_deps_t *deps,
     o.lease_ms = o.lease_ms > 0 ? o.lease_ms : DEFAULT_LEASE_MS;
     o.health_ms = o.health_ms > 0 ? o.health_ms : TB_MUTATOR_HEALTH_INTERVAL_S * 1000;
     o.hook_timeout_ms = o.hook_timeout_ms > 0 ? o.hook_timeout_ms : DEFAULT_HOOK_TIMEOUT_MS;
+    o.retention_ms = o.retention_ms == 0 ? TB_MUTATOR_RETENTION_DEFAULT_MS : o.retention_ms;
+    o.prune_interval_ms = o.prune_interval_ms > 0 ? o.prune_interval_ms : DEFAULT_PRUNE_INTERVAL_MS;
     const char *worker = o.worker ? o.worker : "mutator";
+    char random_id[TB_STORE_WORKER_BUF_SIZE];
+    if (!o.worker_id) {
+        /* No stable identity given: claims are still fenced, but a restart
+         * cannot recognise its predecessor's; they wait for the lease. */
+        snprintf(random_id, sizeof random_id, "%s-", worker);
+        size_t len = strlen(random_id);
+        if (len + 17 <= sizeof random_id)
+            tb_random_hex(random_id + len, 8);
+        o.worker_id = random_id;
+    }
     if (!deps || !deps->store || !tb_topology_id_valid(worker) ||
+        !tb_store_worker_id_valid(o.worker_id) ||
+        (o.retention_ms < 0 && o.retention_ms != TB_MUTATOR_KEEP_FOREVER) ||
         (o.hook && (!*o.hook || o.lease_ms <= o.hook_timeout_ms)))
         return TB_EINVAL;
     tb_mutator_t *m = tb_xcalloc(1, sizeof *m);
@@ -256,6 +278,9 @@ tb_status tb_mutator_create(tb_mutator_t **out, const tb_mutator_deps_t *deps,
     o.hook = m->hook;
     o.worker = m->worker;
     snprintf(m->worker, sizeof m->worker, "%s", worker);
+    snprintf(m->worker_id, sizeof m->worker_id, "%s", o.worker_id);
+    o.worker_id = m->worker_id;
+    m->release_pending = true;
     m->opts = o;
     pthread_mutex_init(&m->lock, NULL);
     pthread_condattr_t ca;
@@ -282,8 +307,10 @@ tb_status tb_mutator_start(tb_mutator_t *m)
         return TB_EIO;
     }
     m->started = true;
-    tb_log(TB_LOG_INFO, "mutator", "started: worker=%s poll_ms=%ld lease_ms=%ld hook=%s",
-           m->worker, m->opts.poll_ms, m->opts.lease_ms, m->hook ? m->hook : "-");
+    tb_log(TB_LOG_INFO, "mutator",
+           "started: worker=%s worker_id=%s poll_ms=%ld lease_ms=%ld hook=%s retention_s=%lld",
+           m->worker, m->worker_id, m->opts.poll_ms, m->opts.lease_ms, m->hook ? m->hook : "-",
+           m->opts.retention_ms / 1000);
     return TB_OK;
 }
 
@@ -326,10 +353,16 @@ tb_status tb_mutator_run_once(tb_mutator_t *m)
     m->hints = json_object();
     m->wake = false;
     pthread_mutex_unlock(&m->lock);
+    tb__mutator_release_leftovers(m);
     recover(m);
     tb__mutator_pass(m, true, hints);
     json_decref(hints);
     return TB_OK;
+}
+
+const char *tb_mutator_worker_id(const tb_mutator_t *m)
+{
+    return m->worker_id;
 }
 
 void tb_mutator_stats(const tb_mutator_t *m, tb_mutator_stats_t *out)
@@ -340,6 +373,9 @@ void tb_mutator_stats(const tb_mutator_t *m, tb_mutator_stats_t *out)
     out->deployed = atomic_load(&w->counters.deployed);
     out->torn_down = atomic_load(&w->counters.torn_down);
     out->recovered = atomic_load(&w->counters.recovered);
+    out->released = atomic_load(&w->counters.released);
+    out->stale_refused = atomic_load(&w->counters.stale_refused);
+    out->pruned = atomic_load(&w->counters.pruned);
     out->publish_failed = atomic_load(&w->counters.publish_failed);
     out->store_errors = atomic_load(&w->counters.store_errors);
     out->passes = atomic_load(&w->counters.passes);

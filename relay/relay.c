@@ -49,6 +49,15 @@ void tb_relay_notify(tb_relay_t *r)
     /* Another process holds the lease: ring its doorbell. If nobody holds it, our own
      * thread takes it at its next look; wake it so that look happens now. */
     tb_bus_t *bus = atomic_load(&r->bus);
+    if (!bus) {
+        /* Not connected yet (a process writes at start, before its bus is up): the
+         * thread rings once it is. Checked again after the mark, so a bus attached in
+         * between is not missed either. */
+        atomic_store(&r->ring_owed, true);
+        bus = atomic_load(&r->bus);
+        if (bus && !atomic_exchange(&r->ring_owed, false))
+            bus = NULL;
+    }
     if (bus)
         tb_bus_publish(bus, TB_RELAY_DOORBELL, NULL, "{}", 2);
     wake_thread(r);
@@ -80,6 +89,9 @@ static void attach_bus(tb_relay_t *r)
                                      "other processes' rows wait for the lease timer",
                tb_bus_backend(bus));
     atomic_store(&r->bus, bus);
+    /* Commits made while there was no bus were announced to nobody. */
+    if (atomic_exchange(&r->ring_owed, false))
+        tb_bus_publish(bus, TB_RELAY_DOORBELL, NULL, "{}", 2);
 }
 
 static void make_holder(char *out, const char *given)

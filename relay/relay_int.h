@@ -38,6 +38,7 @@ struct tb_relay {
     atomic_bool running;
 
     _Atomic(tb_bus_t *) bus; /* set once by the relay thread; lives as long as the process bus */
+    atomic_bool ring_owed;    /* a commit found no bus to ring the doorbell on: ring once it is up */
     tb_sub_t *doorbell;
     atomic_bool holding;
     int64_t lease_renew_ms;   /* monotonic: when to renew or try the lease next */

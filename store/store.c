@@ -30,8 +30,7 @@ tb_store_err_t *tb__store_err_reset(tb_store_err_t *err, tb_store_err_t *scratch
     return err;
 }
 
-/* Ends a call that may have committed outbox rows: unlocks, then tells the listener. */
-static void unlock_and_notify(tb_store_t *s)
+void tb__store_unlock_and_notify(tb_store_t *s)
 {
     bool wrote = s->outbox_written;
     s->outbox_written = false;
@@ -193,7 +192,7 @@ tb_status tb_store_topology_transition(tb_store_t *s, const char *id,
     tb_topology_status prev = TB_TOPOLOGY_ANY;
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->topology_transition(s, id, expected_from, to, reason, &prev, err);
-    unlock_and_notify(s);
+    tb__store_unlock_and_notify(s);
     if (previous)
         *previous = prev;
     return st;
@@ -232,7 +231,7 @@ tb_status tb_store_mutation_enqueue(tb_store_t *s, const char *topology_id, cons
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->mutation_enqueue(s, id, topology_id, op, text, expected_version,
                                             &scratch_row, err);
-    unlock_and_notify(s);
+    tb__store_unlock_and_notify(s);
     free(text);
     if (row)
         *row = scratch_row;
@@ -294,92 +293,5 @@ tb_status tb_store_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->topologies_with_pending(s, ids, err);
     pthread_mutex_unlock(&s->lock);
-    return st;
-}
-
-tb_status tb_store_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
-                                  tb_store_err_t *err)
-{
-    tb_store_err_t scratch;
-    err = tb__store_err_reset(err, &scratch);
-    *row = NULL;
-    if (!tb_topology_id_valid(topology_id))
-        return not_found(err, "topology");
-    pthread_mutex_lock(&s->lock);
-    tb_status st = s->ops->mutation_claim(s, topology_id, row, err);
-    unlock_and_notify(s);
-    return st;
-}
-
-tb_status tb_store_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
-                                         const json_t *doc, int64_t new_version, json_t **row,
-                                         tb_store_err_t *err)
-{
-    tb_store_err_t scratch;
-    err = tb__store_err_reset(err, &scratch);
-    if (row)
-        *row = NULL;
-    if (!tb_topology_id_valid(mutation_id))
-        return not_found(err, "mutation");
-    const json_t *nodes = json_object_get(doc, "nodes");
-    const json_t *links = json_object_get(doc, "links");
-    if (!json_is_object(doc) || !nodes || !links)
-        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
-                              "the new document must be an object with nodes and links");
-    if (new_version < 1)
-        return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID,
-                              "the new version must be at least 1");
-    char *graph = NULL;
-    tb_status st = tb__store_graph_text(nodes, links, &graph, err);
-    if (st)
-        return st;
-    json_t *scratch_row = NULL;
-    pthread_mutex_lock(&s->lock);
-    st = s->ops->mutation_mark_applied(s, mutation_id, graph, new_version, &scratch_row, err);
-    unlock_and_notify(s);
-    free(graph);
-    if (row)
-        *row = scratch_row;
-    else
-        json_decref(scratch_row);
-    return st;
-}
-
-tb_status tb_store_mutation_mark_failed(tb_store_t *s, const char *mutation_id,
-                                        const char *reason, json_t **row, tb_store_err_t *err)
-{
-    tb_store_err_t scratch;
-    err = tb__store_err_reset(err, &scratch);
-    if (row)
-        *row = NULL;
-    if (!tb_topology_id_valid(mutation_id))
-        return not_found(err, "mutation");
-    tb_status st = tb__store_check_text(reason, TB_STORE_REASON_MAX, false, "reason", err);
-    if (st)
-        return st;
-    json_t *scratch_row = NULL;
-    pthread_mutex_lock(&s->lock);
-    st = s->ops->mutation_mark_failed(s, mutation_id, reason, &scratch_row, err);
-    unlock_and_notify(s);
-    if (row)
-        *row = scratch_row;
-    else
-        json_decref(scratch_row);
-    return st;
-}
-
-tb_status tb_store_recover_stale(tb_store_t *s, int64_t now_ms, int *requeued, int *failed,
-                                 tb_store_err_t *err)
-{
-    tb_store_err_t scratch;
-    err = tb__store_err_reset(err, &scratch);
-    int rq = 0, fl = 0;
-    pthread_mutex_lock(&s->lock);
-    tb_status st = s->ops->recover_stale(s, now_ms, now_ms - s->lease_ms, &rq, &fl, err);
-    unlock_and_notify(s);
-    if (requeued)
-        *requeued = rq;
-    if (failed)
-        *failed = fl;
     return st;
 }

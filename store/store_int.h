@@ -47,19 +47,38 @@ struct tb_store_ops {
                           tb_store_err_t *err);
     /* Ids of topologies with pending rows. */
     tb_status (*topologies_with_pending)(tb_store_t *s, json_t **ids, tb_store_err_t *err);
-    /* The atomic claim statement. */
-    tb_status (*mutation_claim)(tb_store_t *s, const char *topology_id, json_t **row,
-                                tb_store_err_t *err);
-    /* Row applied plus the topology's graph and version; one transaction. */
-    tb_status (*mutation_mark_applied)(tb_store_t *s, const char *mutation_id,
+    /* The atomic claim statement; fills claim (kind, ids, worker, token, expected version). */
+    tb_status (*mutation_claim)(tb_store_t *s, const char *topology_id, const char *worker,
+                                json_t **row, tb_store_claim_t *claim, tb_store_err_t *err);
+    /* Claims a topology's pending deploy or teardown; *doc is the document. */
+    tb_status (*transition_claim)(tb_store_t *s, const char *topology_id, const char *worker,
+                                  json_t **doc, tb_store_claim_t *claim, tb_store_err_t *err);
+    /* Marks a live claim's side effect started; stale: TB_STORE_R_STALE_CLAIM. */
+    tb_status (*claim_start)(tb_store_t *s, const tb_store_claim_t *claim, tb_store_err_t *err);
+    /* Ends one live claim without a verdict (tb__store_claim_fate, not expired). */
+    tb_status (*claim_release)(tb_store_t *s, const tb_store_claim_t *claim,
+                               tb_store_recovery_t *out, tb_store_err_t *err);
+    /* Ends every claim worker holds without a verdict, as claim_release. */
+    tb_status (*release_worker_claims)(tb_store_t *s, const char *worker,
+                                       tb_store_recovery_t *out, tb_store_err_t *err);
+    /* Row applied plus the topology's graph, version and restored status; one transaction. */
+    tb_status (*mutation_mark_applied)(tb_store_t *s, const tb_store_claim_t *claim,
                                        const char *graph_text, int64_t new_version,
                                        json_t **row, tb_store_err_t *err);
-    /* Row failed with reason. */
-    tb_status (*mutation_mark_failed)(tb_store_t *s, const char *mutation_id, const char *reason,
-                                      json_t **row, tb_store_err_t *err);
-    /* Requeues or fails rows whose claim is older than cutoff_ms. */
-    tb_status (*recover_stale)(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
-                               int *failed, tb_store_err_t *err);
+    /* Row failed with reason, and the topology degraded if asked and active. */
+    tb_status (*mutation_mark_failed)(tb_store_t *s, const tb_store_claim_t *claim,
+                                      const char *reason, bool degrade, json_t **row,
+                                      tb_store_err_t *err);
+    /* Ends a deploy/teardown claim with its status change. */
+    tb_status (*transition_finish)(tb_store_t *s, const tb_store_claim_t *claim, bool ok,
+                                   const char *reason, tb_topology_status *now,
+                                   tb_store_err_t *err);
+    /* Ends every claim older than the lease (judged ahead_ms later), expired. */
+    tb_status (*recover_stale)(tb_store_t *s, int64_t ahead_ms, int64_t lease_ms,
+                               tb_store_recovery_t *out, tb_store_err_t *err);
+    /* Deletes up to max settled rows older than retention_ms. */
+    tb_status (*mutation_prune)(tb_store_t *s, int64_t retention_ms, int max, int *deleted,
+                                tb_store_err_t *err);
     /* Takes or renews the outbox lease by the database's clock; *held says who won. */
     tb_status (*outbox_lease)(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
                               tb_store_err_t *err);
@@ -115,6 +134,12 @@ void tb__store_event_cleanup(tb__store_event_t *ev);
 json_t *tb__store_mutation_payload(const json_t *row, tb_topic_family family, int64_t version,
                                    const char *reason);
 
+/**
+ * The payload of the mutation.enqueued event a requeued row records: as for
+ * enqueue, plus "attempts" and "requeued":true. New reference.
+ */
+json_t *tb__store_requeued_payload(const json_t *row, int64_t version);
+
 /** The payload of a status event: {"state","previous","version","reason"?}. New reference. */
 json_t *tb__store_status_payload(tb_topology_status to, tb_topology_status from, int64_t version,
                                  const char *reason);
@@ -134,6 +159,32 @@ tb_status tb__store_fail(tb_store_err_t *err, tb_status st, tb_store_reason reas
  */
 tb_status tb__store_check_enqueue(tb_topology_status status, int64_t version, int64_t expected,
                                   tb_store_err_t *err);
+
+/** How a claim that ends without a verdict ends (see "Claims" in tb/store.h). */
+typedef enum tb__claim_fate {
+    TB__FATE_REQUEUE,      /* back to the queue, attempts unchanged */
+    TB__FATE_REQUEUE_ONCE, /* back to the queue, attempts + 1 */
+    TB__FATE_INTERRUPTED,  /* ended as "interrupted" (attempts + 1) */
+} tb__claim_fate;
+
+/**
+ * The one rule for a claim ending without a verdict: started is whether its
+ * side effect began, attempts its count so far, expired whether its lease
+ * ran out (else its worker gave it back).
+ */
+tb__claim_fate tb__store_claim_fate(bool started, int64_t attempts, bool expired);
+
+/** The reason recorded for a claim that ended without a verdict. */
+#define TB__STORE_INTERRUPTED "interrupted"
+
+/** The status a claim of kind is for (deploying, tearing_down; ANY for a mutation). */
+tb_topology_status tb__store_claim_status(tb_store_claim_kind kind);
+
+/** Parses "deploy"/"teardown" (a stored claim_kind); false for anything else. */
+bool tb__store_claim_kind_parse(const char *name, tb_store_claim_kind *out);
+
+/** Ends a call that may have committed outbox rows: unlocks s, then tells the listener. */
+void tb__store_unlock_and_notify(tb_store_t *s);
 
 /** err, or scratch when err is NULL, cleared. */
 tb_store_err_t *tb__store_err_reset(tb_store_err_t *err, tb_store_err_t *scratch);

@@ -125,8 +125,74 @@ const char *tb_store_reason_code(tb_store_reason reason)
         return "busy";
     case TB_STORE_R_BACKEND:
         return "backend";
+    case TB_STORE_R_STALE_CLAIM:
+        return "stale_claim";
     }
     return "unknown";
+}
+
+static const char *const claim_kind_names[] = {
+    [TB_CLAIM_MUTATION] = "mutation",
+    [TB_CLAIM_DEPLOY] = "deploy",
+    [TB_CLAIM_TEARDOWN] = "teardown",
+};
+
+const char *tb_store_claim_kind_name(tb_store_claim_kind kind)
+{
+    if ((unsigned)kind < TB_ARRAY_LEN(claim_kind_names))
+        return claim_kind_names[kind];
+    return "unknown";
+}
+
+bool tb__store_claim_kind_parse(const char *name, tb_store_claim_kind *out)
+{
+    if (name && strcmp(name, "deploy") == 0)
+        *out = TB_CLAIM_DEPLOY;
+    else if (name && strcmp(name, "teardown") == 0)
+        *out = TB_CLAIM_TEARDOWN;
+    else
+        return false;
+    return true;
+}
+
+tb_topology_status tb__store_claim_status(tb_store_claim_kind kind)
+{
+    switch (kind) {
+    case TB_CLAIM_DEPLOY:
+        return TB_TOPOLOGY_DEPLOYING;
+    case TB_CLAIM_TEARDOWN:
+        return TB_TOPOLOGY_TEARING_DOWN;
+    case TB_CLAIM_MUTATION:
+        break;
+    }
+    return TB_TOPOLOGY_ANY;
+}
+
+bool tb_store_worker_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > TB_STORE_WORKER_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == ':' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+tb__claim_fate tb__store_claim_fate(bool started, int64_t attempts, bool expired)
+{
+    /* A side effect that may have happened is never run again. */
+    if (started)
+        return TB__FATE_INTERRUPTED;
+    /* Given back by its worker: nothing happened and nothing was lost. */
+    if (!expired)
+        return TB__FATE_REQUEUE;
+    /* Lost without a word: once more, then it is not worth another worker. */
+    return attempts == 0 ? TB__FATE_REQUEUE_ONCE : TB__FATE_INTERRUPTED;
 }
 
 tb_status tb__store_fail(tb_store_err_t *err, tb_status st, tb_store_reason reason,

@@ -16,7 +16,6 @@
 enum {
     LEASE_TTL_MIN_MS = 100,
     LEASE_TTL_MAX_MS = 600 * 1000,
-    HOLDER_MAX = 64,
     BATCH_MAX = 10000,
 };
 
@@ -68,6 +67,14 @@ json_t *tb__store_mutation_payload(const json_t *row, tb_topic_family family, in
     return p;
 }
 
+json_t *tb__store_requeued_payload(const json_t *row, int64_t version)
+{
+    json_t *p = tb__store_mutation_payload(row, TB_TOPIC_MUTATION_ENQUEUED, version, NULL);
+    json_object_set(p, "attempts", json_object_get(row, "attempts"));
+    json_object_set_new(p, "requeued", json_true());
+    return p;
+}
+
 json_t *tb__store_status_payload(tb_topology_status to, tb_topology_status from, int64_t version,
                                  const char *reason)
 {
@@ -81,21 +88,6 @@ json_t *tb__store_status_payload(tb_topology_status to, tb_topology_status from,
 }
 
 /* ---- public calls --------------------------------------------------------- */
-
-static bool holder_valid(const char *h)
-{
-    size_t n = h ? strlen(h) : 0;
-    if (n == 0 || n > HOLDER_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = h[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '.' || c == ':' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
 
 static tb_status invalid(tb_store_err_t *err, const char *what)
 {
@@ -116,7 +108,7 @@ tb_status tb_store_outbox_lease(tb_store_t *s, const char *holder, int64_t ttl_m
     tb_store_err_t scratch;
     err = tb__store_err_reset(err, &scratch);
     *held = false;
-    if (!holder_valid(holder))
+    if (!tb_store_worker_id_valid(holder))
         return invalid(err, "the lease holder must be 1..64 bytes of [A-Za-z0-9_.:-]");
     if (ttl_ms < LEASE_TTL_MIN_MS || ttl_ms > LEASE_TTL_MAX_MS)
         return invalid(err, "the lease must last 100..600000 ms");
@@ -130,7 +122,7 @@ tb_status tb_store_outbox_release(tb_store_t *s, const char *holder, tb_store_er
 {
     tb_store_err_t scratch;
     err = tb__store_err_reset(err, &scratch);
-    if (!holder_valid(holder))
+    if (!tb_store_worker_id_valid(holder))
         return invalid(err, "the lease holder must be 1..64 bytes of [A-Za-z0-9_.:-]");
     pthread_mutex_lock(&s->lock);
     tb_status st = s->ops->outbox_release(s, holder, err);

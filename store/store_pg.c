@@ -26,10 +26,10 @@
 
 #define CONNECT_TIMEOUT_S "3" /* libpq's connect_timeout; a URL may set its own */
 #define RECONNECT_MS 500      /* at most one connect attempt per interval */
+#define SQLSTATE_NO_STATEMENT "26000" /* invalid_sql_statement_name: not prepared here */
 #define GRACE_MS 1000         /* past the server's statement timeout, the socket deadline */
 #define TX_ATTEMPTS 3         /* runs of a transaction that meets 40001/40P01 */
 #define URL_MAX_LEN 4096
-#define MIGRATION_LOCK_KEY "7370617" /* pg_advisory_xact_lock key shared by every opener */
 /* The database's clock in epoch ms: clock_timestamp() is the statement's
  * moment, not the transaction's start (now()). Outbox ages and the relay
  * lease use it, so every process sharing the database agrees on time. */
@@ -49,13 +49,16 @@ static const char *const stmt_sql[TB_PG_COUNT] = {
      * the foreign-key checks of concurrent mutation inserts. */
     [TB_PG_TOPO_LOCK] = "SELECT status, version FROM topologies WHERE id = $1 "
                         "FOR NO KEY UPDATE",
-    [TB_PG_TOPO_TRY_LOCK] = "SELECT version FROM topologies WHERE id = $1 "
-                            "FOR NO KEY UPDATE SKIP LOCKED",
-    [TB_PG_TOPO_SET_STATUS] = "UPDATE topologies SET status = $2, updated_at = $3 WHERE id = $1",
+    [TB_PG_TOPO_TRY_LOCK] = "SELECT version, status, claim_seq, claimed_by IS NOT NULL "
+                            "FROM topologies WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+    /* A status change is a new request: the claims of the one before are not counted. */
+    [TB_PG_TOPO_SET_STATUS] = "UPDATE topologies SET status = $2, updated_at = $3, "
+                              "claim_attempts = 0 WHERE id = $1",
     [TB_PG_TOPO_SET_DOC] = "UPDATE topologies SET doc = $2, version = $3, updated_at = $4 "
                            "WHERE id = $1",
     [TB_PG_MUT_INSERT] = "INSERT INTO mutations (id, topology_id, op, payload, state, "
-                         "created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5) "
+                         "expected_version, created_at, updated_at) "
+                         "VALUES ($1, $2, $3, $4, 'pending', $6, $5, $5) "
                          "RETURNING " TB_PG_MUT_COLS,
     [TB_PG_MUT_LIST] = "SELECT " TB_PG_MUT_COLS " FROM mutations WHERE topology_id = $1 "
                        "ORDER BY seq",
@@ -63,30 +66,67 @@ static const char *const stmt_sql[TB_PG_COUNT] = {
                              "WHERE topology_id = $1 AND state = $2 ORDER BY seq",
     [TB_PG_MUT_IN_FLIGHT] = "SELECT " TB_PG_MUT_COLS " FROM mutations WHERE topology_id = $1 "
                             "AND state IN ('pending', 'applying') ORDER BY seq",
-    [TB_PG_MUT_FIND_LOCK] = "SELECT topology_id, state FROM mutations WHERE id = $1 FOR UPDATE",
+    [TB_PG_MUT_FIND_LOCK] = "SELECT topology_id, state, claim_token, claimed_by, "
+                            "effect_started_at IS NOT NULL, attempts, expected_version "
+                            "FROM mutations WHERE id = $1 FOR UPDATE",
     /* Runs after TB_PG_TOPO_TRY_LOCK in the same transaction (see
      * tb__pg_mutation_claim): its snapshot is taken once the topology is
-     * ours, so it sees every earlier claim of that topology committed. */
-    [TB_PG_MUT_CLAIM] = "UPDATE mutations SET state = 'applying', claimed_at = $2, "
-                        "updated_at = $2 WHERE state = 'pending' AND seq = "
+     * ours, so it sees every earlier claim of that topology committed.
+     * claimed_at is the server's clock: leases are judged on one clock. */
+    [TB_PG_MUT_CLAIM] = "UPDATE mutations SET state = 'applying', claimed_at = " DB_NOW_MS ", "
+                        "updated_at = $2, claimed_by = $3, claim_token = $4, "
+                        "effect_started_at = NULL WHERE state = 'pending' AND seq = "
                         "(SELECT seq FROM mutations WHERE topology_id = $1 AND state = 'pending' "
                         "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) AND NOT EXISTS (SELECT 1 "
                         "FROM mutations WHERE topology_id = $1 AND state = 'applying') "
-                        "RETURNING " TB_PG_MUT_COLS,
+                        "RETURNING " TB_PG_MUT_COLS ", expected_version",
+    [TB_PG_MUT_START] = "UPDATE mutations SET effect_started_at = " DB_NOW_MS " WHERE id = $1 "
+                        "AND state = 'applying' AND claim_token = $2 AND claimed_by = $3",
     [TB_PG_MUT_SET_APPLIED] = "UPDATE mutations SET state = 'applied', error = NULL, "
                               "claimed_at = NULL, updated_at = $2 "
                               "WHERE id = $1 AND state = 'applying' RETURNING " TB_PG_MUT_COLS,
     [TB_PG_MUT_SET_FAILED] = "UPDATE mutations SET state = 'failed', error = $2, "
                              "claimed_at = NULL, updated_at = $3 "
                              "WHERE id = $1 AND state = 'applying' RETURNING " TB_PG_MUT_COLS,
+    [TB_PG_MUT_REQUEUE] = "UPDATE mutations SET state = 'pending', attempts = attempts + $2, "
+                          "claimed_at = NULL, claimed_by = NULL, effect_started_at = NULL, "
+                          "updated_at = $3 WHERE id = $1 AND state = 'applying' "
+                          "RETURNING " TB_PG_MUT_COLS,
+    [TB_PG_MUT_INTERRUPT] = "UPDATE mutations SET state = 'failed', error = 'interrupted', "
+                            "attempts = attempts + 1, claimed_at = NULL, updated_at = $2 "
+                            "WHERE id = $1 AND state = 'applying' RETURNING " TB_PG_MUT_COLS,
+    /* Rows locked here are ended in the same transaction; SKIP LOCKED leaves
+     * a row being finished (or recovered) elsewhere to that transaction. */
+    [TB_PG_MUT_STALE] = "SELECT id FROM mutations WHERE state = 'applying' AND claimed_at < "
+                        DB_NOW_MS " + $1::bigint - $2::bigint ORDER BY seq LIMIT 1000 "
+                        "FOR UPDATE SKIP LOCKED",
+    [TB_PG_MUT_OWNED] = "SELECT id FROM mutations WHERE state = 'applying' AND claimed_by = $1 "
+                        "ORDER BY seq FOR UPDATE SKIP LOCKED",
+    [TB_PG_MUT_ANY_APPLYING] = "SELECT 1 FROM mutations WHERE topology_id = $1 AND "
+                               "state = 'applying' LIMIT 1",
+    [TB_PG_MUT_PRUNE] = "DELETE FROM mutations WHERE seq IN (SELECT seq FROM mutations WHERE "
+                        "state IN ('applied', 'failed') AND updated_at < " DB_NOW_MS
+                        " - $1::bigint ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
     [TB_PG_PENDING_TOPOLOGIES] = "SELECT topology_id FROM mutations WHERE state = 'pending' "
                                  "GROUP BY topology_id ORDER BY MIN(seq)",
-    [TB_PG_RECOVER_FAIL] = "UPDATE mutations SET state = 'failed', error = 'interrupted', "
-                           "attempts = attempts + 1, claimed_at = NULL, updated_at = $1 "
-                           "WHERE state = 'applying' AND claimed_at < $2 AND attempts >= 1",
-    [TB_PG_RECOVER_REQUEUE] = "UPDATE mutations SET state = 'pending', "
-                              "attempts = attempts + 1, claimed_at = NULL, updated_at = $1 "
-                              "WHERE state = 'applying' AND claimed_at < $2 AND attempts = 0",
+    /* The deploy/teardown claim of a topology, locked (finish, release, recovery wait). */
+    [TB_PG_TOPO_CLAIM_LOCK] = "SELECT status, version, claim_seq, claimed_by, claim_kind, "
+                              "claim_token, effect_started_at IS NOT NULL, claim_attempts "
+                              "FROM topologies WHERE id = $1 FOR NO KEY UPDATE",
+    [TB_PG_TOPO_SET_SEQ] = "UPDATE topologies SET claim_seq = $2 WHERE id = $1",
+    [TB_PG_TOPO_SET_CLAIM] = "UPDATE topologies SET claim_seq = $2, claim_token = $2, "
+                             "claim_kind = $3, claimed_by = $4, claimed_at = " DB_NOW_MS ", "
+                             "effect_started_at = NULL WHERE id = $1 RETURNING id, name, status, "
+                             "version, doc, created_at, updated_at",
+    [TB_PG_TOPO_START] = "UPDATE topologies SET effect_started_at = " DB_NOW_MS " WHERE id = $1 "
+                         "AND claim_token = $2 AND claimed_by = $3",
+    [TB_PG_TOPO_CLEAR_CLAIM] = "UPDATE topologies SET claim_kind = NULL, claimed_by = NULL, "
+                               "claim_token = NULL, claimed_at = NULL, effect_started_at = NULL, "
+                               "claim_attempts = $2 WHERE id = $1",
+    [TB_PG_TOPO_STALE] = "SELECT id FROM topologies WHERE claimed_by IS NOT NULL AND claimed_at < "
+                         DB_NOW_MS " + $1::bigint - $2::bigint FOR NO KEY UPDATE SKIP LOCKED",
+    [TB_PG_TOPO_OWNED] = "SELECT id FROM topologies WHERE claimed_by IS NOT NULL AND "
+                         "claimed_by = $1 FOR NO KEY UPDATE SKIP LOCKED",
     /* seq is drawn here, at insert time: every caller holds the topology's
      * row lock already (tb__pg_outbox_add). created_at is the server's. */
     [TB_PG_OUTBOX_INSERT] = "INSERT INTO outbox (topology_id, topic, msg_id, envelope) "
@@ -210,6 +250,13 @@ static tb_status map_error(tb_pg_store_t *q, const PGresult *res, const char *wh
                               "the database did not finish within the %d ms timeout",
                               q->timeout_ms);
     }
+    if (strcmp(state, SQLSTATE_NO_STATEMENT) == 0) {
+        /* Not the statement's fault: the session lost what we prepared on it
+         * (a pooler reset it, DISCARD ALL). The caller prepares again. */
+        tb_log(TB_LOG_DEBUG, "store", "prepared statement gone op=%s where=%s", what, q->where);
+        return tb__store_fail(err, TB_EBACKEND, TB_STORE_R_BACKEND,
+                              "the session lost its prepared statements during %s", what);
+    }
     if (is_retryable_state(state)) {
         tb_log(TB_LOG_DEBUG, "store", "transaction aborted op=%s sqlstate=%s where=%s", what, state,
                q->where);
@@ -258,7 +305,8 @@ static tb_status deadline_passed(tb_pg_store_t *q, const char *what, tb_store_er
 static tb_status await(tb_pg_store_t *q, const char *what, PGresult **res, tb_store_err_t *err)
 {
     PGconn *c = q->conn;
-    int64_t deadline = tb_clock_mono_ms() + q->timeout_ms + GRACE_MS;
+    /* A migration may rightly run for long (an index on a big table): no deadline then. */
+    int64_t deadline = q->migrating ? INT64_MAX / 2 : tb_clock_mono_ms() + q->timeout_ms + GRACE_MS;
     int f;
     while ((f = PQflush(c)) == 1) {
         int w = wait_socket(c, true, deadline);
@@ -305,9 +353,7 @@ static tb_status await(tb_pg_store_t *q, const char *what, PGresult **res, tb_st
     return st;
 }
 
-/* Runs sql (no parameters: one or more statements; else one statement with
- * n bound text parameters) on the current connection. */
-static tb_status exec_sql(tb_pg_store_t *q, const char *sql, int n, const char *const *values,
+tb_status tb__pg_exec(tb_pg_store_t *q, const char *sql, int n, const char *const *values,
                           PGresult **res, const char *what, tb_store_err_t *err)
 {
     int sent = n == 0 ? PQsendQuery(q->conn, sql)
@@ -317,13 +363,11 @@ static tb_status exec_sql(tb_pg_store_t *q, const char *sql, int n, const char *
     return await(q, what, res, err);
 }
 
-/* Session settings of a new connection: the timeouts, bound as
- * parameters of set_config like every value. */
-static tb_status set_timeouts(tb_pg_store_t *q, tb_store_err_t *err)
+tb_status tb__pg_set_timeouts(tb_pg_store_t *q, int timeout_ms, tb_store_err_t *err)
 {
-    tb_pg_int_t ms = tb__pg_int(q->timeout_ms);
+    tb_pg_int_t ms = tb__pg_int(timeout_ms);
     const char *values[] = {ms.s};
-    return exec_sql(q,
+    return tb__pg_exec(q,
                     "SELECT set_config('statement_timeout', $1, false), "
                     "set_config('lock_timeout', $1, false)",
                     1, values, NULL, "set timeouts", err);
@@ -375,7 +419,7 @@ static tb_status connect_now(tb_pg_store_t *q, bool prepare, tb_store_err_t *err
     PQsetNoticeProcessor(q->conn, on_notice, q);
     if (PQsetnonblocking(q->conn, 1) != 0)
         return lost(q, "set non-blocking", err);
-    tb_status st = set_timeouts(q, err);
+    tb_status st = tb__pg_set_timeouts(q, q->timeout_ms, err);
     if (!st && prepare)
         st = prepare_all(q, err);
     if (st && q->conn) {
@@ -412,6 +456,37 @@ static tb_status ensure_connected(tb_pg_store_t *q, bool in_tx, tb_store_err_t *
     return TB_OK;
 }
 
+/* True if the last statement failed because the session lost our prepared statements. */
+static bool statements_gone(const tb_pg_store_t *q)
+{
+    return q->conn && strcmp(q->sqlstate, SQLSTATE_NO_STATEMENT) == 0;
+}
+
+/* Prepares every statement again on the same connection, after SQLSTATE
+ * 26000 (a connection pooler in transaction mode, or DISCARD ALL, dropped
+ * them). Outside any transaction. */
+static tb_status reprepare(tb_pg_store_t *q, tb_store_err_t *err)
+{
+    tb_log(TB_LOG_NOTICE, "store",
+           "the database session lost its prepared statements (SQLSTATE 26000, e.g. a pooler "
+           "reset it); preparing them again where=%s",
+           q->where);
+    tb_status st = tb__pg_exec(q, "DEALLOCATE ALL", 0, NULL, NULL, "deallocate", err);
+    if (!st)
+        st = prepare_all(q, err);
+    return st;
+}
+
+static tb_status send_prepared(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
+                               PGresult **res, const char *what, tb_store_err_t *err)
+{
+    char name[8];
+    stmt_name(idx, name);
+    if (!PQsendQueryPrepared(q->conn, name, n, values, NULL, NULL, 0))
+        return lost(q, what, err);
+    return await(q, what, res, err);
+}
+
 static tb_status run_prepared(tb_pg_store_t *q, bool in_tx, tb_pg_stmt idx, int n,
                               const char *const *values, PGresult **res, const char *what,
                               tb_store_err_t *err)
@@ -420,11 +495,16 @@ static tb_status run_prepared(tb_pg_store_t *q, bool in_tx, tb_pg_stmt idx, int 
     tb_status st = ensure_connected(q, in_tx, err);
     if (st)
         return st;
-    char name[8];
-    stmt_name(idx, name);
-    if (!PQsendQueryPrepared(q->conn, name, n, values, NULL, NULL, 0))
-        return lost(q, what, err);
-    return await(q, what, res, err);
+    st = send_prepared(q, idx, n, values, res, what, err);
+    /* Outside a transaction the statement can simply run again once the
+     * statements are back; inside one, tb__pg_tx runs the whole body again. */
+    if (st && !in_tx && statements_gone(q)) {
+        memset(err, 0, sizeof *err);
+        st = reprepare(q, err);
+        if (!st)
+            st = send_prepared(q, idx, n, values, res, what, err);
+    }
+    return st;
 }
 
 /* True while the connection has a transaction open (or aborted). */
@@ -451,7 +531,7 @@ static void rollback_quietly(tb_pg_store_t *q)
     if (!tx_open(q))
         return;
     tb_store_err_t scratch;
-    exec_sql(q, "ROLLBACK", 0, NULL, NULL, "rollback", &scratch);
+    tb__pg_exec(q, "ROLLBACK", 0, NULL, NULL, "rollback", &scratch);
 }
 
 tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *ctx, json_t **out,
@@ -464,7 +544,7 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
         q->outbox_added = false;
         tb_status st = ensure_connected(q, false, err);
         if (!st)
-            st = exec_sql(q, begin, 0, NULL, NULL, "begin", err);
+            st = tb__pg_exec(q, begin, 0, NULL, NULL, "begin", err);
         if (!st) {
             q->in_tx = true;
             st = fn(q, ctx, out, err);
@@ -473,7 +553,7 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
         if (!st && !q->conn)
             st = unavailable(err, "the connection was lost during the transaction");
         if (!st)
-            st = exec_sql(q, "COMMIT", 0, NULL, NULL, "commit", err);
+            st = tb__pg_exec(q, "COMMIT", 0, NULL, NULL, "commit", err);
         if (!st) {
             /* Only now are the rows there for a relay to read: the
              * listener must not be woken by an attempt that rolled back. */
@@ -484,9 +564,12 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
         rollback_quietly(q);
         json_decref(*out);
         *out = NULL;
-        if (attempt >= TX_ATTEMPTS || !is_retryable_state(q->sqlstate))
+        bool gone = statements_gone(q);
+        if (attempt >= TX_ATTEMPTS || !(gone || is_retryable_state(q->sqlstate)))
             return st;
         memset(err, 0, sizeof *err);
+        if (gone && (st = reprepare(q, err)) != TB_OK)
+            return st;
     }
 }
 
@@ -549,74 +632,6 @@ tb_status tb__pg_rows_json(tb_pg_store_t *q, const PGresult *res, json_t *arr, t
     return TB_OK;
 }
 
-/* NNN of an embedded "NNN_name.sql" (the build checks the names). */
-static int migration_version(const tb_embedded_file_t *m)
-{
-    return (m->name[0] - '0') * 100 + (m->name[1] - '0') * 10 + (m->name[2] - '0');
-}
-
-static tb_status apply_migration(tb_pg_store_t *q, const tb_embedded_file_t *m, tb_store_err_t *err)
-{
-    tb_status st = exec_sql(q, (const char *)m->data, 0, NULL, NULL, m->name, err);
-    if (st)
-        return st;
-    char name[64];
-    snprintf(name, sizeof name, "%.*s", (int)strlen(m->name) - 4, m->name);
-    tb_pg_int_t version = tb__pg_int(migration_version(m));
-    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
-    const char *values[] = {version.s, name, now.s};
-    st = exec_sql(q,
-                  "INSERT INTO schema_migrations (version, name, applied_at) "
-                  "VALUES ($1, $2, $3)",
-                  3, values, NULL, "record migration", err);
-    if (!st)
-        tb_log(TB_LOG_NOTICE, "store", "applied schema migration name=%s where=%s", name, q->where);
-    return st;
-}
-
-/* Brings the schema up to the newest embedded migration, or refuses a
- * database written by a newer binary. DDL is transactional in PostgreSQL;
- * the advisory lock makes concurrent openers of a fresh database queue, so
- * it is migrated exactly once. */
-static tb_status migrate(tb_pg_store_t *q, tb_store_err_t *err)
-{
-    TB_ASSERT(tb__store_schema_pg_count > 0);
-    const int latest = migration_version(&tb__store_schema_pg[tb__store_schema_pg_count - 1]);
-    tb_status st = exec_sql(q, "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ")", 0,
-                            NULL, NULL, "begin migration", err);
-    if (!st)
-        st = exec_sql(q,
-                      "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY "
-                      "KEY, name text NOT NULL, applied_at bigint NOT NULL)",
-                      0, NULL, NULL, "create schema_migrations", err);
-    PGresult *res = NULL;
-    long long current = 0;
-    if (!st)
-        st = exec_sql(q, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", 0, NULL, &res,
-                      "read schema version", err);
-    if (!st) {
-        current = tb__pg_int64(res, 0, 0);
-        PQclear(res);
-    }
-    if (!st && current > latest) {
-        tb_log(TB_LOG_ERR, "store", "schema too new version=%lld known=%d where=%s", current,
-               latest, q->where);
-        st = tb__store_fail(err, TB_EINVAL, TB_STORE_R_SCHEMA_TOO_NEW,
-                            "the database schema is version %lld, newer than the %d this binary "
-                            "knows; run a newer topobus",
-                            current, latest);
-    }
-    for (size_t i = 0; !st && i < tb__store_schema_pg_count; i++) {
-        if (migration_version(&tb__store_schema_pg[i]) > current)
-            st = apply_migration(q, &tb__store_schema_pg[i], err);
-    }
-    if (st) {
-        rollback_quietly(q);
-        return st;
-    }
-    return exec_sql(q, "COMMIT", 0, NULL, NULL, "commit migration", err);
-}
-
 /* "host:port/db" for log lines; the password never appears. */
 static tb_status describe(tb_pg_store_t *q, tb_store_err_t *err)
 {
@@ -674,7 +689,7 @@ static tb_status pg_open(tb_store_t **out, const char *target, const tb_store_op
     if (!st)
         st = connect_now(q, false, err);
     if (!st)
-        st = migrate(q, err);
+        st = tb__pg_migrate(q, err);
     if (!st)
         st = prepare_all(q, err);
     if (st) {
@@ -699,9 +714,15 @@ const struct tb_store_ops tb__store_pg_ops = {
     .snapshot = tb__pg_snapshot,
     .topologies_with_pending = tb__pg_topologies_with_pending,
     .mutation_claim = tb__pg_mutation_claim,
+    .transition_claim = tb__pg_transition_claim,
+    .claim_start = tb__pg_claim_start,
+    .claim_release = tb__pg_claim_release,
+    .release_worker_claims = tb__pg_release_worker_claims,
     .mutation_mark_applied = tb__pg_mutation_mark_applied,
     .mutation_mark_failed = tb__pg_mutation_mark_failed,
+    .transition_finish = tb__pg_transition_finish,
     .recover_stale = tb__pg_recover_stale,
+    .mutation_prune = tb__pg_mutation_prune,
     .outbox_lease = tb__pg_outbox_lease,
     .outbox_release = tb__pg_outbox_release,
     .outbox_read = tb__pg_outbox_read,

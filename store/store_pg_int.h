@@ -36,11 +36,23 @@ typedef enum tb_pg_stmt {
     TB_PG_MUT_IN_FLIGHT,
     TB_PG_MUT_FIND_LOCK,
     TB_PG_MUT_CLAIM,
+    TB_PG_MUT_START,
     TB_PG_MUT_SET_APPLIED,
     TB_PG_MUT_SET_FAILED,
+    TB_PG_MUT_REQUEUE,
+    TB_PG_MUT_INTERRUPT,
+    TB_PG_MUT_STALE,
+    TB_PG_MUT_OWNED,
+    TB_PG_MUT_ANY_APPLYING,
+    TB_PG_MUT_PRUNE,
     TB_PG_PENDING_TOPOLOGIES,
-    TB_PG_RECOVER_FAIL,
-    TB_PG_RECOVER_REQUEUE,
+    TB_PG_TOPO_CLAIM_LOCK,
+    TB_PG_TOPO_SET_SEQ,
+    TB_PG_TOPO_SET_CLAIM,
+    TB_PG_TOPO_START,
+    TB_PG_TOPO_CLEAR_CLAIM,
+    TB_PG_TOPO_STALE,
+    TB_PG_TOPO_OWNED,
     TB_PG_OUTBOX_INSERT,
     TB_PG_OUTBOX_READ,
     TB_PG_OUTBOX_DELETE,
@@ -61,6 +73,7 @@ typedef struct tb_pg_store {
     int64_t down_since_ms; /* monotonic time the connection was lost, 0 while up */
     int failed_connects;   /* connect attempts since down_since_ms */
     bool in_tx;            /* inside tb__pg_tx: statements must not reconnect */
+    bool migrating;        /* tb__pg_migrate runs: no statement deadline */
     bool outbox_added;     /* the running transaction inserted outbox rows (see tb__pg_tx) */
     char sqlstate[6];      /* of the last failed statement; "" if none */
 } tb_pg_store_t;
@@ -88,6 +101,25 @@ tb_pg_int_t tb__pg_int(int64_t v);
  */
 tb_status tb__pg_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
                        PGresult **res, const char *what, tb_store_err_t *err);
+
+/**
+ * Runs sql on the current connection: without parameters one or more
+ * statements, else one statement with n bound text parameters. Bounded
+ * like tb__pg_query (except while q->migrating). *res (may be NULL) gets
+ * the result. Statuses as tb__pg_query.
+ */
+tb_status tb__pg_exec(tb_pg_store_t *q, const char *sql, int n, const char *const *values,
+                      PGresult **res, const char *what, tb_store_err_t *err);
+
+/** Sets the session's statement_timeout and lock_timeout (0: none). */
+tb_status tb__pg_set_timeouts(tb_pg_store_t *q, int timeout_ms, tb_store_err_t *err);
+
+/**
+ * Brings the schema up to the newest embedded migration, or refuses a
+ * database written by a newer binary (store_pg_migrate.c). At open, on the
+ * fresh connection.
+ */
+tb_status tb__pg_migrate(tb_pg_store_t *q, tb_store_err_t *err);
 
 /** As tb__pg_query for a statement that returns no rows the caller needs. */
 tb_status tb__pg_command(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *const *values,
@@ -149,15 +181,28 @@ tb_status tb__pg_mutation_list(tb_store_t *s, const char *topology_id, int state
 tb_status tb__pg_snapshot(tb_store_t *s, const char *topology_id, json_t **snap,
                           tb_store_err_t *err);
 tb_status tb__pg_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err);
-tb_status tb__pg_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
-                                tb_store_err_t *err);
-tb_status tb__pg_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+tb_status tb__pg_mutation_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                json_t **row, tb_store_claim_t *claim, tb_store_err_t *err);
+tb_status tb__pg_mutation_mark_applied(tb_store_t *s, const tb_store_claim_t *claim,
                                        const char *graph_text, int64_t new_version, json_t **row,
                                        tb_store_err_t *err);
-tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
-                                      json_t **row, tb_store_err_t *err);
-tb_status tb__pg_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
-                               int *failed, tb_store_err_t *err);
+tb_status tb__pg_mutation_mark_failed(tb_store_t *s, const tb_store_claim_t *claim,
+                                      const char *reason, bool degrade, json_t **row,
+                                      tb_store_err_t *err);
+tb_status tb__pg_transition_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                  json_t **doc, tb_store_claim_t *claim, tb_store_err_t *err);
+tb_status tb__pg_claim_start(tb_store_t *s, const tb_store_claim_t *claim, tb_store_err_t *err);
+tb_status tb__pg_claim_release(tb_store_t *s, const tb_store_claim_t *claim,
+                               tb_store_recovery_t *out, tb_store_err_t *err);
+tb_status tb__pg_release_worker_claims(tb_store_t *s, const char *worker, tb_store_recovery_t *out,
+                                       tb_store_err_t *err);
+tb_status tb__pg_transition_finish(tb_store_t *s, const tb_store_claim_t *claim, bool ok,
+                                   const char *reason, tb_topology_status *now,
+                                   tb_store_err_t *err);
+tb_status tb__pg_recover_stale(tb_store_t *s, int64_t ahead_ms, int64_t lease_ms,
+                               tb_store_recovery_t *out, tb_store_err_t *err);
+tb_status tb__pg_mutation_prune(tb_store_t *s, int64_t retention_ms, int max, int *deleted,
+                                tb_store_err_t *err);
 
 tb_status tb__pg_outbox_lease(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
                               tb_store_err_t *err);
@@ -181,6 +226,51 @@ tb_status tb__pg_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age
  */
 tb_status tb__pg_outbox_add(tb_pg_store_t *q, tb_topic_family family, const char *topology_id,
                             json_t *payload_take, tb_store_err_t *err);
+
+/**
+ * Moves topology id to status `to` inside the caller's transaction (which
+ * holds the topology's row lock) and records the status event
+ * {"state","previous","version","reason"?}.
+ */
+tb_status tb__pg_set_status(tb_pg_store_t *q, const char *id, tb_topology_status from,
+                            tb_topology_status to, int64_t version, const char *reason,
+                            tb_store_err_t *err);
+
+/**
+ * Builds a new document from row 0 of res (id, name, status, version, doc,
+ * created_at, updated_at). TB_ENOTFOUND if res has no row.
+ */
+tb_status tb__pg_topology_doc(tb_pg_store_t *q, const PGresult *res, json_t **doc,
+                              tb_store_err_t *err);
+
+/** What the backend knows of a mutation's claim (TB_PG_MUT_FIND_LOCK, which locks the row). */
+typedef struct tb_pg_mut_claim {
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    bool applying;
+    int64_t token;
+    char worker[TB_STORE_WORKER_BUF_SIZE];
+    bool started;
+    int64_t attempts;
+    int64_t expected_version; /* TB_STORE_NO_VERSION if none */
+} tb_pg_mut_claim_t;
+
+/** Reads and locks mutation id's claim (inside a transaction). TB_ENOTFOUND if absent. */
+tb_status tb__pg_mut_claim_read(tb_pg_store_t *q, const char *id, tb_pg_mut_claim_t *out,
+                                tb_store_err_t *err);
+
+/** TB_OK if mc is still claim (applying, same token and worker), else TB_ECONFLICT stale. */
+tb_status tb__pg_check_claim(const tb_pg_mut_claim_t *mc, const tb_store_claim_t *claim,
+                             tb_store_err_t *err);
+
+/**
+ * Ends mutation id's claim without a verdict inside the caller's
+ * transaction (the row locked by tb__pg_mut_claim_read or a FOR UPDATE
+ * scan): locks its topology, then requeues (recording mutation.enqueued
+ * again) or interrupts it (recording status → degraded if active, then
+ * mutation.failed), by tb__store_claim_fate. Counts into out.
+ */
+tb_status tb__pg_end_mutation_claim(tb_pg_store_t *q, const char *id, const tb_pg_mut_claim_t *mc,
+                                    bool expired, tb_store_recovery_t *out, tb_store_err_t *err);
 
 /**
  * Reads the status and version of topology id inside the caller's

@@ -39,9 +39,11 @@ tb_status tb__pg_topology_read_state(tb_pg_store_t *q, bool lock, const char *id
     return topology_state(q, lock ? TB_PG_TOPO_LOCK : TB_PG_TOPO_STATUS, id, status, version, err);
 }
 
-/* Builds a document from a row of id, name, status, version, doc, created_at, updated_at. */
-static tb_status doc_json(tb_pg_store_t *q, const PGresult *res, json_t **doc, tb_store_err_t *err)
+tb_status tb__pg_topology_doc(tb_pg_store_t *q, const PGresult *res, json_t **doc,
+                              tb_store_err_t *err)
 {
+    if (PQntuples(res) == 0)
+        return tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND, "no such topology");
     const char *id = tb__pg_text(res, 0, 0);
     const char *status = tb__pg_text(res, 0, 2);
     const char *text = tb__pg_text(res, 0, 4);
@@ -79,7 +81,7 @@ static tb_status doc_query(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *
     if (PQntuples(res) == 0)
         st = tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND, "no such topology");
     else
-        st = doc_json(q, res, doc, err);
+        st = tb__pg_topology_doc(q, res, doc, err);
     PQclear(res);
     return st;
 }
@@ -121,6 +123,20 @@ tb_status tb__pg_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err
     return TB_OK;
 }
 
+tb_status tb__pg_set_status(tb_pg_store_t *q, const char *id, tb_topology_status from,
+                            tb_topology_status to, int64_t version, const char *reason,
+                            tb_store_err_t *err)
+{
+    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
+    const char *values[] = {id, tb_topology_status_name(to), now.s};
+    tb_status st = tb__pg_command(q, TB_PG_TOPO_SET_STATUS, 3, values, "update topology status",
+                                  err);
+    if (st)
+        return st;
+    return tb__pg_outbox_add(q, TB_TOPIC_STATUS, id,
+                             tb__store_status_payload(to, from, version, reason), err);
+}
+
 typedef struct transition_ctx {
     const char *id;
     tb_topology_status expected_from, to;
@@ -146,15 +162,9 @@ static tb_status transition_tx(tb_pg_store_t *q, void *ctx, json_t **out, tb_sto
         return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_ILLEGAL_TRANSITION,
                               "a topology cannot go from %s to %s",
                               tb_topology_status_name(current), tb_topology_status_name(c->to));
-    tb_pg_int_t now = tb__pg_int(tb__store_now_ms());
-    const char *values[] = {c->id, tb_topology_status_name(c->to), now.s};
-    st = tb__pg_command(q, TB_PG_TOPO_SET_STATUS, 3, values, "update topology status", err);
-    if (st)
-        return st;
     /* The row lock taken above is held until commit, so this event's seq
      * is in commit order among the topology's events (store_pg_mutation.c). */
-    return tb__pg_outbox_add(q, TB_TOPIC_STATUS, c->id,
-                             tb__store_status_payload(c->to, current, version, c->reason), err);
+    return tb__pg_set_status(q, c->id, current, c->to, version, c->reason, err);
 }
 
 tb_status tb__pg_topology_transition(tb_store_t *s, const char *id,

@@ -31,11 +31,14 @@ static const char *const stmt_sql[TB_SQ_COUNT] = {
     [TB_SQ_TOPO_LIST] = "SELECT id, name, status, version, updated_at FROM topologies "
                         "ORDER BY created_at, id",
     [TB_SQ_TOPO_STATUS] = "SELECT status, version FROM topologies WHERE id = ?1",
-    [TB_SQ_TOPO_SET_STATUS] = "UPDATE topologies SET status = ?2, updated_at = ?3 WHERE id = ?1",
+    /* A status change is a new request: the claims of the one before are not counted. */
+    [TB_SQ_TOPO_SET_STATUS] = "UPDATE topologies SET status = ?2, updated_at = ?3, "
+                              "claim_attempts = 0 WHERE id = ?1",
     [TB_SQ_TOPO_SET_DOC] = "UPDATE topologies SET doc = ?2, version = ?3, updated_at = ?4 "
                            "WHERE id = ?1",
     [TB_SQ_MUT_INSERT] = "INSERT INTO mutations (id, topology_id, op, payload, state, "
-                         "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5) "
+                         "expected_version, created_at, updated_at) "
+                         "VALUES (?1, ?2, ?3, ?4, 'pending', ?6, ?5, ?5) "
                          "RETURNING " TB_SQ_MUT_COLS,
     [TB_SQ_MUT_LIST] = "SELECT " TB_SQ_MUT_COLS " FROM mutations WHERE topology_id = ?1 "
                        "ORDER BY seq",
@@ -43,30 +46,67 @@ static const char *const stmt_sql[TB_SQ_COUNT] = {
                              "WHERE topology_id = ?1 AND state = ?2 ORDER BY seq",
     [TB_SQ_MUT_IN_FLIGHT] = "SELECT " TB_SQ_MUT_COLS " FROM mutations WHERE topology_id = ?1 "
                             "AND state IN ('pending', 'applying') ORDER BY seq",
-    [TB_SQ_MUT_FIND] = "SELECT topology_id, state FROM mutations WHERE id = ?1",
+    [TB_SQ_MUT_FIND] = "SELECT topology_id, state, claim_token, claimed_by, "
+                       "effect_started_at IS NOT NULL, attempts, expected_version "
+                       "FROM mutations WHERE id = ?1",
     /* The claim is one statement, so it is atomic under SQLite's single
      * writer: two claimers can never both see the same row pending. The
-     * NOT EXISTS keeps one topology's mutations strictly in order. */
+     * NOT EXISTS keeps one topology's mutations strictly in order; the
+     * EXISTS makes them wait while the topology deploys or its deploy or
+     * teardown is claimed. The token is the topology's next one
+     * (TB_SQ_TOPO_SET_SEQ records it in the same transaction). */
     [TB_SQ_MUT_CLAIM] = "UPDATE mutations SET state = 'applying', claimed_at = ?2, "
-                        "updated_at = ?2 WHERE state = 'pending' AND seq = "
+                        "updated_at = ?2, claimed_by = ?3, effect_started_at = NULL, "
+                        "claim_token = (SELECT claim_seq + 1 FROM topologies WHERE id = ?1) "
+                        "WHERE state = 'pending' AND seq = "
                         "(SELECT seq FROM mutations WHERE topology_id = ?1 AND state = 'pending' "
                         "ORDER BY seq LIMIT 1) AND NOT EXISTS (SELECT 1 FROM mutations "
-                        "WHERE topology_id = ?1 AND state = 'applying') "
-                        "RETURNING " TB_SQ_MUT_COLS,
+                        "WHERE topology_id = ?1 AND state = 'applying') AND EXISTS (SELECT 1 "
+                        "FROM topologies WHERE id = ?1 AND status <> 'deploying' AND "
+                        "claimed_by IS NULL) RETURNING " TB_SQ_MUT_COLS
+                        ", claim_token, expected_version",
+    [TB_SQ_MUT_START] = "UPDATE mutations SET effect_started_at = ?3 WHERE id = ?1 AND "
+                        "state = 'applying' AND claim_token = ?2 AND claimed_by = ?4",
     [TB_SQ_MUT_SET_APPLIED] = "UPDATE mutations SET state = 'applied', error = NULL, "
                               "claimed_at = NULL, updated_at = ?2 "
                               "WHERE id = ?1 AND state = 'applying' RETURNING " TB_SQ_MUT_COLS,
     [TB_SQ_MUT_SET_FAILED] = "UPDATE mutations SET state = 'failed', error = ?2, "
                              "claimed_at = NULL, updated_at = ?3 "
                              "WHERE id = ?1 AND state = 'applying' RETURNING " TB_SQ_MUT_COLS,
+    [TB_SQ_MUT_REQUEUE] = "UPDATE mutations SET state = 'pending', attempts = attempts + ?2, "
+                          "claimed_at = NULL, claimed_by = NULL, effect_started_at = NULL, "
+                          "updated_at = ?3 WHERE id = ?1 AND state = 'applying' "
+                          "RETURNING " TB_SQ_MUT_COLS,
+    [TB_SQ_MUT_INTERRUPT] = "UPDATE mutations SET state = 'failed', error = 'interrupted', "
+                            "attempts = attempts + 1, claimed_at = NULL, updated_at = ?2 "
+                            "WHERE id = ?1 AND state = 'applying' RETURNING " TB_SQ_MUT_COLS,
+    [TB_SQ_MUT_STALE] = "SELECT id FROM mutations WHERE state = 'applying' AND claimed_at < ?1 "
+                        "ORDER BY seq",
+    [TB_SQ_MUT_OWNED] = "SELECT id FROM mutations WHERE state = 'applying' AND claimed_by = ?1 "
+                        "ORDER BY seq",
+    [TB_SQ_MUT_ANY_APPLYING] = "SELECT 1 FROM mutations WHERE topology_id = ?1 AND "
+                               "state = 'applying' LIMIT 1",
+    [TB_SQ_MUT_PRUNE] = "DELETE FROM mutations WHERE seq IN (SELECT seq FROM mutations WHERE "
+                        "state IN ('applied', 'failed') AND updated_at < ?1 "
+                        "ORDER BY updated_at LIMIT ?2)",
     [TB_SQ_PENDING_TOPOLOGIES] = "SELECT topology_id FROM mutations WHERE state = 'pending' "
                                  "GROUP BY topology_id ORDER BY MIN(seq)",
-    [TB_SQ_RECOVER_FAIL] = "UPDATE mutations SET state = 'failed', error = 'interrupted', "
-                           "attempts = attempts + 1, claimed_at = NULL, updated_at = ?1 "
-                           "WHERE state = 'applying' AND claimed_at < ?2 AND attempts >= 1",
-    [TB_SQ_RECOVER_REQUEUE] = "UPDATE mutations SET state = 'pending', "
-                              "attempts = attempts + 1, claimed_at = NULL, updated_at = ?1 "
-                              "WHERE state = 'applying' AND claimed_at < ?2 AND attempts = 0",
+    [TB_SQ_TOPO_CLAIM_READ] = "SELECT status, version, claim_seq, claimed_by, claim_kind, "
+                              "claim_token, effect_started_at IS NOT NULL, claim_attempts "
+                              "FROM topologies WHERE id = ?1",
+    [TB_SQ_TOPO_SET_SEQ] = "UPDATE topologies SET claim_seq = ?2 WHERE id = ?1",
+    [TB_SQ_TOPO_SET_CLAIM] = "UPDATE topologies SET claim_seq = ?2, claim_token = ?2, "
+                             "claim_kind = ?3, claimed_by = ?4, claimed_at = ?5, "
+                             "effect_started_at = NULL WHERE id = ?1",
+    [TB_SQ_TOPO_START] = "UPDATE topologies SET effect_started_at = ?3 WHERE id = ?1 AND "
+                         "claim_token = ?2 AND claimed_by = ?4",
+    [TB_SQ_TOPO_CLEAR_CLAIM] = "UPDATE topologies SET claim_kind = NULL, claimed_by = NULL, "
+                               "claim_token = NULL, claimed_at = NULL, effect_started_at = NULL, "
+                               "claim_attempts = ?2 WHERE id = ?1",
+    [TB_SQ_TOPO_STALE] = "SELECT id FROM topologies WHERE claimed_by IS NOT NULL AND "
+                         "claimed_at < ?1",
+    [TB_SQ_TOPO_OWNED] = "SELECT id FROM topologies WHERE claimed_by IS NOT NULL AND "
+                         "claimed_by = ?1",
     [TB_SQ_OUTBOX_INSERT] = "INSERT INTO outbox (topology_id, topic, msg_id, envelope, "
                             "created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     [TB_SQ_OUTBOX_READ] = "SELECT seq, topic, msg_id, envelope, ?2 - created_at FROM outbox "
@@ -421,9 +461,15 @@ const struct tb_store_ops tb__store_sqlite_ops = {
     .snapshot = tb__sq_snapshot,
     .topologies_with_pending = tb__sq_topologies_with_pending,
     .mutation_claim = tb__sq_mutation_claim,
+    .transition_claim = tb__sq_transition_claim,
+    .claim_start = tb__sq_claim_start,
+    .claim_release = tb__sq_claim_release,
+    .release_worker_claims = tb__sq_release_worker_claims,
     .mutation_mark_applied = tb__sq_mutation_mark_applied,
     .mutation_mark_failed = tb__sq_mutation_mark_failed,
+    .transition_finish = tb__sq_transition_finish,
     .recover_stale = tb__sq_recover_stale,
+    .mutation_prune = tb__sq_mutation_prune,
     .outbox_lease = tb__sq_outbox_lease,
     .outbox_release = tb__sq_outbox_release,
     .outbox_read = tb__sq_outbox_read,

@@ -37,11 +37,23 @@ typedef enum tb_sq_stmt {
     TB_SQ_MUT_IN_FLIGHT,
     TB_SQ_MUT_FIND,
     TB_SQ_MUT_CLAIM,
+    TB_SQ_MUT_START,
     TB_SQ_MUT_SET_APPLIED,
     TB_SQ_MUT_SET_FAILED,
+    TB_SQ_MUT_REQUEUE,
+    TB_SQ_MUT_INTERRUPT,
+    TB_SQ_MUT_STALE,
+    TB_SQ_MUT_OWNED,
+    TB_SQ_MUT_ANY_APPLYING,
+    TB_SQ_MUT_PRUNE,
     TB_SQ_PENDING_TOPOLOGIES,
-    TB_SQ_RECOVER_FAIL,
-    TB_SQ_RECOVER_REQUEUE,
+    TB_SQ_TOPO_CLAIM_READ,
+    TB_SQ_TOPO_SET_SEQ,
+    TB_SQ_TOPO_SET_CLAIM,
+    TB_SQ_TOPO_START,
+    TB_SQ_TOPO_CLEAR_CLAIM,
+    TB_SQ_TOPO_STALE,
+    TB_SQ_TOPO_OWNED,
     TB_SQ_OUTBOX_INSERT,
     TB_SQ_OUTBOX_READ,
     TB_SQ_OUTBOX_DELETE,
@@ -117,15 +129,28 @@ tb_status tb__sq_mutation_list(tb_store_t *s, const char *topology_id, int state
 tb_status tb__sq_snapshot(tb_store_t *s, const char *topology_id, json_t **snap,
                           tb_store_err_t *err);
 tb_status tb__sq_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err);
-tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
-                                tb_store_err_t *err);
-tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                json_t **row, tb_store_claim_t *claim, tb_store_err_t *err);
+tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const tb_store_claim_t *claim,
                                        const char *graph_text, int64_t new_version, json_t **row,
                                        tb_store_err_t *err);
-tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
-                                      json_t **row, tb_store_err_t *err);
-tb_status tb__sq_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
-                               int *failed, tb_store_err_t *err);
+tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const tb_store_claim_t *claim,
+                                      const char *reason, bool degrade, json_t **row,
+                                      tb_store_err_t *err);
+tb_status tb__sq_transition_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                  json_t **doc, tb_store_claim_t *claim, tb_store_err_t *err);
+tb_status tb__sq_claim_start(tb_store_t *s, const tb_store_claim_t *claim, tb_store_err_t *err);
+tb_status tb__sq_claim_release(tb_store_t *s, const tb_store_claim_t *claim,
+                               tb_store_recovery_t *out, tb_store_err_t *err);
+tb_status tb__sq_release_worker_claims(tb_store_t *s, const char *worker, tb_store_recovery_t *out,
+                                       tb_store_err_t *err);
+tb_status tb__sq_transition_finish(tb_store_t *s, const tb_store_claim_t *claim, bool ok,
+                                   const char *reason, tb_topology_status *now,
+                                   tb_store_err_t *err);
+tb_status tb__sq_recover_stale(tb_store_t *s, int64_t ahead_ms, int64_t lease_ms,
+                               tb_store_recovery_t *out, tb_store_err_t *err);
+tb_status tb__sq_mutation_prune(tb_store_t *s, int64_t retention_ms, int max, int *deleted,
+                                tb_store_err_t *err);
 
 tb_status tb__sq_outbox_lease(tb_store_t *s, const char *holder, int64_t ttl_ms, bool *held,
                               tb_store_err_t *err);
@@ -145,6 +170,45 @@ tb_status tb__sq_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age
  */
 tb_status tb__sq_outbox_add(tb_sq_store_t *q, tb_topic_family family, const char *topology_id,
                             json_t *payload_take, tb_store_err_t *err);
+
+/**
+ * Moves topology id to status `to` (inside the caller's write transaction)
+ * and records the status event {"state","previous","version","reason"?}.
+ */
+tb_status tb__sq_set_status(tb_sq_store_t *q, const char *id, tb_topology_status from,
+                            tb_topology_status to, int64_t version, const char *reason,
+                            tb_store_err_t *err);
+
+/** Reads document id (inside the caller's transaction) into a new *doc. TB_ENOTFOUND. */
+tb_status tb__sq_read_doc(tb_sq_store_t *q, const char *id, json_t **doc, tb_store_err_t *err);
+
+/** What the backend knows of a mutation's claim (TB_SQ_MUT_FIND). */
+typedef struct tb_sq_mut_claim {
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    bool applying;          /* state is applying */
+    int64_t token;          /* 0 if none */
+    char worker[TB_STORE_WORKER_BUF_SIZE];
+    bool started;           /* effect_started_at is set */
+    int64_t attempts;
+    int64_t expected_version; /* TB_STORE_NO_VERSION if none */
+} tb_sq_mut_claim_t;
+
+/** Reads mutation id's claim (inside the caller's transaction). TB_ENOTFOUND if absent. */
+tb_status tb__sq_mut_claim_read(tb_sq_store_t *q, const char *id, tb_sq_mut_claim_t *out,
+                                tb_store_err_t *err);
+
+/** TB_OK if mc is still claim (applying, same token and worker), else TB_ECONFLICT stale. */
+tb_status tb__sq_check_claim(const tb_sq_mut_claim_t *mc, const tb_store_claim_t *claim,
+                             tb_store_err_t *err);
+
+/**
+ * Ends mutation id's claim without a verdict (inside the caller's write
+ * transaction), by tb__store_claim_fate: requeued (recording
+ * mutation.enqueued again) or interrupted (recording status → degraded if
+ * the topology was active, then mutation.failed). Counts into out.
+ */
+tb_status tb__sq_end_mutation_claim(tb_sq_store_t *q, const char *id, const tb_sq_mut_claim_t *mc,
+                                    bool expired, tb_store_recovery_t *out, tb_store_err_t *err);
 
 /**
  * Reads the status and version of topology id (inside the caller's

@@ -34,6 +34,8 @@ tb_status tb__sq_mutation_enqueue(tb_store_t *s, const char *id, const char *top
     sqlite3_bind_text(st, 3, op, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, payload_text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, tb__store_now_ms());
+    if (expected_version != TB_STORE_NO_VERSION)
+        sqlite3_bind_int64(st, 6, expected_version);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         result = tb__sq_row_json(q, st, row, err);
@@ -149,27 +151,45 @@ tb_status tb__sq_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_e
     return TB_OK;
 }
 
-tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
-                                tb_store_err_t *err)
+tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                json_t **row, tb_store_claim_t *claim, tb_store_err_t *err)
 {
     tb_sq_store_t *q = tb__sq_from(s);
-    /* The claim itself is one atomic statement; the transaction adds its event. */
+    /* The claim itself is one atomic statement; the transaction adds the
+     * topology's token counter and the event. */
     tb_status result = tb__sq_begin(q, true, err);
     if (result)
         return result;
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_MUT_CLAIM);
     sqlite3_bind_text(st, 1, topology_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, tb__store_now_ms());
+    sqlite3_bind_text(st, 3, worker, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         result = tb__sq_row_json(q, st, row, err);
-    else if (rc == SQLITE_DONE)
+        claim->token = sqlite3_column_int64(st, 9);
+        if (sqlite3_column_type(st, 10) != SQLITE_NULL)
+            claim->expected_version = sqlite3_column_int64(st, 10);
+    } else if (rc == SQLITE_DONE) {
         result = tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND,
                                 "no claimable mutation for this topology");
-    else
+    } else {
         result = tb__sq_error(q, rc, "claim mutation", err);
+    }
     /* Reset completes the statement: the update happened in the first step. */
     sqlite3_reset(st);
+    if (!result && claim->token <= 0)
+        result = tb__sq_corrupt(q, "claim token", topology_id, err);
+    if (!result) {
+        snprintf(claim->mutation_id, sizeof claim->mutation_id, "%s", tb_store_row_id(*row));
+        st = tb__sq_stmt(q, TB_SQ_TOPO_SET_SEQ);
+        sqlite3_bind_text(st, 1, topology_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, claim->token);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            result = tb__sq_error(q, rc, "record claim token", err);
+    }
     tb_topology_status status;
     int64_t version = 0;
     if (!result)
@@ -189,25 +209,32 @@ tb_status tb__sq_mutation_claim(tb_store_t *s, const char *topology_id, json_t *
     return result;
 }
 
-/* Looks up a mutation's topology and checks that it is applying (inside a
- * transaction). topology_id receives the id (TB_TOKEN_MAX_LEN + 1 bytes). */
-static tb_status require_applying(tb_sq_store_t *q, const char *mutation_id, char *topology_id,
-                                  size_t cap, tb_store_err_t *err)
+tb_status tb__sq_mut_claim_read(tb_sq_store_t *q, const char *id, tb_sq_mut_claim_t *out,
+                                tb_store_err_t *err)
 {
+    memset(out, 0, sizeof *out);
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_MUT_FIND);
-    sqlite3_bind_text(st, 1, mutation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     tb_status result = TB_OK;
     if (rc == SQLITE_ROW) {
         const char *tid = (const char *)sqlite3_column_text(st, 0);
         const char *state = (const char *)sqlite3_column_text(st, 1);
-        if (!tid || strlen(tid) >= cap)
-            result = tb__sq_corrupt(q, "mutation", mutation_id, err);
-        else if (!state || strcmp(state, "applying") != 0)
-            result = tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_WRONG_STATE,
-                                    "the mutation is %s, not applying", state ? state : "?");
-        else
-            memcpy(topology_id, tid, strlen(tid) + 1);
+        const char *worker = (const char *)sqlite3_column_text(st, 3);
+        if (!tid || strlen(tid) >= sizeof out->topology_id || !state ||
+            (worker && strlen(worker) >= sizeof out->worker)) {
+            result = tb__sq_corrupt(q, "mutation", id, err);
+        } else {
+            snprintf(out->topology_id, sizeof out->topology_id, "%s", tid);
+            out->applying = strcmp(state, "applying") == 0;
+            out->token = sqlite3_column_int64(st, 2);
+            snprintf(out->worker, sizeof out->worker, "%s", worker ? worker : "");
+            out->started = sqlite3_column_int(st, 4) != 0;
+            out->attempts = sqlite3_column_int64(st, 5);
+            out->expected_version = sqlite3_column_type(st, 6) == SQLITE_NULL
+                                        ? TB_STORE_NO_VERSION
+                                        : sqlite3_column_int64(st, 6);
+        }
     } else if (rc == SQLITE_DONE) {
         result = tb__store_fail(err, TB_ENOTFOUND, TB_STORE_R_NOT_FOUND, "no such mutation");
     } else {
@@ -215,6 +242,26 @@ static tb_status require_applying(tb_sq_store_t *q, const char *mutation_id, cha
     }
     sqlite3_reset(st);
     return result;
+}
+
+tb_status tb__sq_check_claim(const tb_sq_mut_claim_t *mc, const tb_store_claim_t *claim,
+                             tb_store_err_t *err)
+{
+    if (mc->applying && mc->token == claim->token && strcmp(mc->worker, claim->worker) == 0 &&
+        strcmp(mc->topology_id, claim->topology_id) == 0)
+        return TB_OK;
+    return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_STALE_CLAIM,
+                          "the claim with token %lld is no longer %s's: the mutation was "
+                          "recovered or reclaimed",
+                          (long long)claim->token, claim->worker);
+}
+
+/* Reads a mutation's claim and checks it is still the caller's (inside a transaction). */
+static tb_status require_claim(tb_sq_store_t *q, const tb_store_claim_t *claim,
+                               tb_sq_mut_claim_t *mc, tb_store_err_t *err)
+{
+    tb_status result = tb__sq_mut_claim_read(q, claim->mutation_id, mc, err);
+    return result ? result : tb__sq_check_claim(mc, claim, err);
 }
 
 /* Runs a TB_SQ_MUT_SET_* statement already bound and decodes its row. */
@@ -231,7 +278,27 @@ static tb_status step_returning(tb_sq_store_t *q, sqlite3_stmt *st, const char *
     return result;
 }
 
-tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+static tb_status check_versions(const tb_sq_mut_claim_t *mc, int64_t version, int64_t new_version,
+                                tb_store_err_t *err)
+{
+    if (mc->expected_version != TB_STORE_NO_VERSION && mc->expected_version != version) {
+        err->current = version;
+        err->expected = mc->expected_version;
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
+                              "the topology is at version %lld, not the expected %lld",
+                              (long long)version, (long long)mc->expected_version);
+    }
+    if (new_version != version + 1) {
+        err->current = version;
+        err->expected = new_version - 1;
+        return tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
+                              "the topology is at version %lld; version %lld cannot follow",
+                              (long long)version, (long long)new_version);
+    }
+    return TB_OK;
+}
+
+tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const tb_store_claim_t *claim,
                                        const char *graph_text, int64_t new_version, json_t **row,
                                        tb_store_err_t *err)
 {
@@ -239,25 +306,19 @@ tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
     tb_status result = tb__sq_begin(q, true, err);
     if (result)
         return result;
-    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
-    result = require_applying(q, mutation_id, topology_id, sizeof topology_id, err);
-    tb_topology_status status;
+    tb_sq_mut_claim_t mc;
+    result = require_claim(q, claim, &mc, err);
+    tb_topology_status status = TB_TOPOLOGY_ANY;
     int64_t version = 0;
     if (!result)
-        result = tb__sq_topology_state(q, topology_id, &status, &version, err);
+        result = tb__sq_topology_state(q, mc.topology_id, &status, &version, err);
+    if (!result)
+        result = check_versions(&mc, version, new_version, err);
     if (result)
         goto fail;
-    if (new_version != version + 1) {
-        err->current = version;
-        err->expected = new_version - 1;
-        result = tb__store_fail(err, TB_ECONFLICT, TB_STORE_R_VERSION_CONFLICT,
-                                "the topology is at version %lld; version %lld cannot follow",
-                                (long long)version, (long long)new_version);
-        goto fail;
-    }
     int64_t now = tb__store_now_ms();
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_TOPO_SET_DOC);
-    sqlite3_bind_text(st, 1, topology_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, mc.topology_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, graph_text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, new_version);
     sqlite3_bind_int64(st, 4, now);
@@ -267,12 +328,18 @@ tb_status tb__sq_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
         result = tb__sq_error(q, rc, "update document", err);
         goto fail;
     }
+    /* A success restores a degraded topology; its status event comes first. */
+    if (status == TB_TOPOLOGY_DEGRADED)
+        result = tb__sq_set_status(q, mc.topology_id, status, TB_TOPOLOGY_ACTIVE, version, NULL,
+                                   err);
+    if (result)
+        goto fail;
     st = tb__sq_stmt(q, TB_SQ_MUT_SET_APPLIED);
-    sqlite3_bind_text(st, 1, mutation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, claim->mutation_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
     result = step_returning(q, st, "mark mutation applied", row, err);
     if (!result)
-        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_APPLIED, topology_id,
+        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_APPLIED, mc.topology_id,
                                    tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_APPLIED,
                                                               new_version, NULL),
                                    err);
@@ -289,28 +356,33 @@ fail:
     return result;
 }
 
-tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const char *mutation_id, const char *reason,
-                                      json_t **row, tb_store_err_t *err)
+tb_status tb__sq_mutation_mark_failed(tb_store_t *s, const tb_store_claim_t *claim,
+                                      const char *reason, bool degrade, json_t **row,
+                                      tb_store_err_t *err)
 {
     tb_sq_store_t *q = tb__sq_from(s);
     tb_status result = tb__sq_begin(q, true, err);
     if (result)
         return result;
-    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
-    result = require_applying(q, mutation_id, topology_id, sizeof topology_id, err);
-    tb_topology_status status;
+    tb_sq_mut_claim_t mc;
+    result = require_claim(q, claim, &mc, err);
+    tb_topology_status status = TB_TOPOLOGY_ANY;
     int64_t version = 0;
     if (!result)
-        result = tb__sq_topology_state(q, topology_id, &status, &version, err);
+        result = tb__sq_topology_state(q, mc.topology_id, &status, &version, err);
+    /* CONTRACT §4: an active topology becomes degraded; its status event comes first. */
+    if (!result && degrade && status == TB_TOPOLOGY_ACTIVE)
+        result = tb__sq_set_status(q, mc.topology_id, status, TB_TOPOLOGY_DEGRADED, version,
+                                   reason, err);
     if (result)
         goto fail;
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_MUT_SET_FAILED);
-    sqlite3_bind_text(st, 1, mutation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, claim->mutation_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, tb__store_now_ms());
     result = step_returning(q, st, "mark mutation failed", row, err);
     if (!result)
-        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_FAILED, topology_id,
+        result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_FAILED, mc.topology_id,
                                    tb__store_mutation_payload(*row, TB_TOPIC_MUTATION_FAILED,
                                                               version, reason),
                                    err);
@@ -327,37 +399,48 @@ fail:
     return result;
 }
 
-static tb_status run_recovery(tb_sq_store_t *q, tb_sq_stmt idx, int64_t now_ms,
-                              int64_t cutoff_ms, int *count, tb_store_err_t *err)
+tb_status tb__sq_end_mutation_claim(tb_sq_store_t *q, const char *id, const tb_sq_mut_claim_t *mc,
+                                    bool expired, tb_store_recovery_t *out, tb_store_err_t *err)
 {
-    sqlite3_stmt *st = tb__sq_stmt(q, idx);
-    sqlite3_bind_int64(st, 1, now_ms);
-    sqlite3_bind_int64(st, 2, cutoff_ms);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return tb__sq_error(q, rc, "recover stale claims", err);
-    *count = sqlite3_changes(q->db);
-    return TB_OK;
-}
-
-tb_status tb__sq_recover_stale(tb_store_t *s, int64_t now_ms, int64_t cutoff_ms, int *requeued,
-                               int *failed, tb_store_err_t *err)
-{
-    tb_sq_store_t *q = tb__sq_from(s);
-    tb_status result = tb__sq_begin(q, true, err);
+    tb_topology_status status;
+    int64_t version = 0;
+    tb_status result = tb__sq_topology_state(q, mc->topology_id, &status, &version, err);
     if (result)
         return result;
-    /* Fail the second-time stale rows first: the requeue below raises
-     * attempts to 1 and must not make a row eligible for failing. */
-    result = run_recovery(q, TB_SQ_RECOVER_FAIL, now_ms, cutoff_ms, failed, err);
-    if (!result)
-        result = run_recovery(q, TB_SQ_RECOVER_REQUEUE, now_ms, cutoff_ms, requeued, err);
-    if (!result)
-        result = tb__sq_commit(q, err);
-    if (result) {
-        *requeued = *failed = 0;
-        tb__sq_rollback(q);
+    tb__claim_fate fate = tb__store_claim_fate(mc->started, mc->attempts, expired);
+    json_t *row = NULL;
+    sqlite3_stmt *st;
+    if (fate == TB__FATE_INTERRUPTED) {
+        /* CONTRACT §4: an active topology becomes degraded; its status event first. */
+        if (status == TB_TOPOLOGY_ACTIVE)
+            result = tb__sq_set_status(q, mc->topology_id, status, TB_TOPOLOGY_DEGRADED, version,
+                                       TB__STORE_INTERRUPTED, err);
+        if (result)
+            return result;
+        st = tb__sq_stmt(q, TB_SQ_MUT_INTERRUPT);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, tb__store_now_ms());
+        result = step_returning(q, st, "fail interrupted mutation", &row, err);
+        if (!result)
+            result = tb__sq_outbox_add(
+                q, TB_TOPIC_MUTATION_FAILED, mc->topology_id,
+                tb__store_mutation_payload(row, TB_TOPIC_MUTATION_FAILED, version,
+                                           TB__STORE_INTERRUPTED),
+                err);
+        if (!result)
+            out->failed++;
+    } else {
+        st = tb__sq_stmt(q, TB_SQ_MUT_REQUEUE);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, fate == TB__FATE_REQUEUE_ONCE ? 1 : 0);
+        sqlite3_bind_int64(st, 3, tb__store_now_ms());
+        result = step_returning(q, st, "requeue mutation", &row, err);
+        if (!result)
+            result = tb__sq_outbox_add(q, TB_TOPIC_MUTATION_ENQUEUED, mc->topology_id,
+                                       tb__store_requeued_payload(row, version), err);
+        if (!result)
+            out->requeued++;
     }
+    json_decref(row);
     return result;
 }

@@ -59,7 +59,7 @@ static tb_status doc_json(tb_sq_store_t *q, sqlite3_stmt *st, json_t **doc, tb_s
     return TB_OK;
 }
 
-static tb_status read_doc(tb_sq_store_t *q, const char *id, json_t **doc, tb_store_err_t *err)
+tb_status tb__sq_read_doc(tb_sq_store_t *q, const char *id, json_t **doc, tb_store_err_t *err)
 {
     sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_TOPO_GET);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -95,7 +95,7 @@ tb_status tb__sq_topology_create(tb_store_t *s, const char *id, const char *name
         result = tb__sq_error(q, rc, "insert topology", err);
         goto fail;
     }
-    result = read_doc(q, id, doc, err);
+    result = tb__sq_read_doc(q, id, doc, err);
     if (result)
         goto fail;
     result = tb__sq_commit(q, err);
@@ -111,7 +111,7 @@ fail:
 
 tb_status tb__sq_topology_get(tb_store_t *s, const char *id, json_t **doc, tb_store_err_t *err)
 {
-    return read_doc(tb__sq_from(s), id, doc, err);
+    return tb__sq_read_doc(tb__sq_from(s), id, doc, err);
 }
 
 tb_status tb__sq_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err)
@@ -138,6 +138,22 @@ tb_status tb__sq_topology_list(tb_store_t *s, json_t **list, tb_store_err_t *err
     sqlite3_reset(st);
     *list = arr;
     return result;
+}
+
+tb_status tb__sq_set_status(tb_sq_store_t *q, const char *id, tb_topology_status from,
+                            tb_topology_status to, int64_t version, const char *reason,
+                            tb_store_err_t *err)
+{
+    sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_TOPO_SET_STATUS);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tb_topology_status_name(to), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, tb__store_now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return tb__sq_error(q, rc, "update topology status", err);
+    return tb__sq_outbox_add(q, TB_TOPIC_STATUS, id,
+                             tb__store_status_payload(to, from, version, reason), err);
 }
 
 tb_status tb__sq_topology_transition(tb_store_t *s, const char *id,
@@ -167,18 +183,7 @@ tb_status tb__sq_topology_transition(tb_store_t *s, const char *id,
                                 tb_topology_status_name(current), tb_topology_status_name(to));
         goto fail;
     }
-    sqlite3_stmt *st = tb__sq_stmt(q, TB_SQ_TOPO_SET_STATUS);
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, tb_topology_status_name(to), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, tb__store_now_ms());
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        result = tb__sq_error(q, rc, "update topology status", err);
-        goto fail;
-    }
-    result = tb__sq_outbox_add(q, TB_TOPIC_STATUS, id,
-                               tb__store_status_payload(to, current, version, reason), err);
+    result = tb__sq_set_status(q, id, current, to, version, reason, err);
     if (result)
         goto fail;
     return tb__sq_commit(q, err);

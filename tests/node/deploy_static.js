@@ -21,6 +21,9 @@ const SANITIZER_RT = /^lib(asan|ubsan|lsan|tsan|hwasan)\.so/;
 // Packages every debian:12-slim image holds (the image cannot run without them).
 const BASE_IMAGE = ['libc6'];
 
+// The image's init (CONTRACT §7): a runtime package that provides no library.
+const INIT = { pkg: 'tini', path: '/usr/bin/tini' };
+
 function lddAll(bin) {
   const libs = [];
   for (const line of execFileSync('ldd', [bin]).toString().split('\n')) {
@@ -79,7 +82,9 @@ function runtimePackagesCoverLdd() {
     used.add(pkg);
   }
   console.log(`ldd ${path.basename(topobus)} → packages:\n${rows.join('\n')}`);
-  for (const p of listed) check(used.has(p), `runtime package ${p} provides no library the binary links`);
+  for (const p of listed.filter((x) => x !== INIT.pkg)) {
+    check(used.has(p), `runtime package ${p} provides no library the binary links`);
+  }
 }
 
 function buildStageMatchesDeps() {
@@ -95,7 +100,14 @@ function buildStageMatchesDeps() {
   const runtime = stages[stages.length - 1];
   const user = runtime.ins.filter((i) => i.op === 'USER').pop();
   check(user && !/^(root|0)(:|$)/.test(user.arg), `runtime runs as a non-root user: ${user && user.arg}`);
-  check(JSON.stringify(d.stageJson(runtime, 'ENTRYPOINT')) === '["topobus"]', 'topobus is the entrypoint');
+  // An init reaps what an apply hook leaves behind: tini, installed from Debian, runs topobus.
+  check(JSON.stringify(d.stageJson(runtime, 'ENTRYPOINT')) === JSON.stringify([INIT.path, '--', 'topobus']),
+    `tini is the init and topobus the entrypoint: ${JSON.stringify(d.stageJson(runtime, 'ENTRYPOINT'))}`);
+  check(d.aptPackages(runtime).includes(INIT.pkg), 'the runtime stage installs tini');
+  const files = spawnSync('apt-file', ['list', INIT.pkg]);
+  const owner = spawnSync('dpkg-query', ['-L', INIT.pkg]);
+  const listing = `${files.stdout || ''}${owner.stdout || ''}`;
+  if (listing) check(listing.includes(INIT.path), `package ${INIT.pkg} installs ${INIT.path}`);
   const hc = d.healthcheck(runtime);
   check(hc && hc.cmd && hc.cmd.join(' ').includes('/healthz'), 'HEALTHCHECK on /healthz');
 }

@@ -32,6 +32,7 @@ enum {
     TB_SET_LOG = 1u << 10,
     TB_SET_APPLY = 1u << 11, /* apply hook and its timeout (the mutator) */
     TB_SET_LEASE = 1u << 12, /* claim lease before stale-claim recovery (the mutator) */
+    TB_SET_WORKER = 1u << 13, /* worker id and retention of settled mutations (the mutator) */
 };
 
 typedef struct tb_config {
@@ -54,6 +55,8 @@ typedef struct tb_config {
     const char *apply_hook;   /* command run for each mutation and deploy; NULL if none */
     long apply_timeout_s;     /* the hook is killed after this long */
     long lease_s;             /* a claim older than this is recovered (0 = store default) */
+    const char *worker_id;    /* who holds this process's claims; NULL: derived (cmd/) */
+    long retention_s;         /* settled mutations older than this are pruned (0 = never) */
     char *owned_secret;       /* secret read from TOPOBUS_JWT_SECRET_FILE */
 } tb_config_t;
 

@@ -13,8 +13,12 @@
  *     stale-claim recovery, health), started and stopped by process wiring.
  *
  * Several workers (in one process or many) may share one store: the store's
- * atomic claim makes every mutation applied at most once, and a topology's
- * mutations are applied one at a time in enqueue order.
+ * claims (tb/store.h "Claims") give every mutation, deploy and teardown to
+ * one worker, fenced by a token, so each is applied, and its hook run, at
+ * most once; a topology's mutations are applied one at a time in enqueue
+ * order, and wait while it deploys. Each worker has a worker id, stable
+ * across its restarts: a restarted worker gives its predecessor's claims
+ * back at once instead of waiting out the lease.
  */
 #ifndef TB_MUTATOR_H
 #define TB_MUTATOR_H
@@ -51,8 +55,13 @@ tb_status tb_mutator_apply_op(const json_t *doc, const char *op, const json_t *p
  * Runs the executable at path (no shell, no PATH search for a name with a
  * slash; argv is just the path) with len bytes of input on its stdin,
  * stdout discarded, stderr captured. The child gets the default signal mask
- * and dispositions and its own process group. After timeout_ms the group is
- * killed with SIGKILL and reaped. Blocks the calling thread until then.
+ * and dispositions, its own process group and a minimal environment: PATH
+ * (a default if ours has none), HOME, LANG and TZ from this process, plus
+ * env (NULL-terminated "TOPOBUS_HOOK_NAME=value" strings, borrowed; may be
+ * NULL; at most 12; other names are a programming error), never anything
+ * else of ours (secrets). Once it exits, or after timeout_ms, its whole
+ * process group is killed with SIGKILL and it is reaped, so nothing it
+ * started outlives the verdict. Blocks the calling thread until then.
  * Returns TB_OK when it exited 0; otherwise reason
  * (TB_MUTATOR_REASON_BUF_SIZE bytes, valid UTF-8 without control characters)
  * says why: TB_EIO (non-zero exit or killed by a signal: the last
@@ -61,8 +70,8 @@ tb_status tb_mutator_apply_op(const json_t *doc, const char *op, const json_t *p
  * could not be started, e.g. it does not exist or is not executable).
  * Any thread; SIGPIPE from a hook that does not read its input is absorbed.
  */
-tb_status tb_mutator_hook_run(const char *path, const char *input, size_t len, long timeout_ms,
-                              char *reason);
+tb_status tb_mutator_hook_run(const char *path, const char *const *env, const char *input,
+                              size_t len, long timeout_ms, char *reason);
 
 typedef struct tb_mutator tb_mutator_t;
 
@@ -80,6 +89,10 @@ typedef struct tb_mutator_deps {
     void *bus_provider_ud;
 } tb_mutator_deps_t;
 
+#define TB_MUTATOR_RETENTION_DEFAULT_MS (7LL * 24 * 3600 * 1000)
+#define TB_MUTATOR_KEEP_FOREVER (-1LL) /* retention_ms: never prune */
+#define TB_MUTATOR_PRUNE_BATCH 500     /* settled rows deleted per store call */
+
 typedef struct tb_mutator_options {
     long poll_ms;         /* fallback poll interval (0 = 10 s) */
     long lease_ms;        /* the store's claim lease: recovery runs every lease / 2 (0 = 60 s) */
@@ -87,6 +100,11 @@ typedef struct tb_mutator_options {
     const char *hook;     /* apply hook path, or NULL (copied) */
     long hook_timeout_ms; /* 0 = 30 s */
     const char *worker;   /* token naming the worker in health topics (NULL: "mutator") */
+    const char *worker_id; /* who holds its claims (tb_store_worker_id_valid), stable across
+                              restarts; NULL: a random one for this worker's life (copied) */
+    long long retention_ms; /* settled rows older than this are pruned (0 = 7 days;
+                               TB_MUTATOR_KEEP_FOREVER: never) */
+    long prune_interval_ms; /* pruning runs at most this often (0 = 60 s) */
 } tb_mutator_options_t;
 
 /** Counters, monotonic over the worker's life. */
@@ -96,6 +114,9 @@ typedef struct tb_mutator_stats {
     uint64_t deployed;         /* deploy requests completed (active or failed) */
     uint64_t torn_down;        /* teardown requests completed */
     uint64_t recovered;        /* stale claims requeued or failed by recovery */
+    uint64_t released;         /* own claims given back (after a store error, at start) */
+    uint64_t stale_refused;    /* verdicts the store refused: the claim had been taken back */
+    uint64_t pruned;           /* settled rows deleted by retention */
     uint64_t publish_failed;   /* events the bus refused or that found no bus */
     uint64_t store_errors;     /* store calls that failed for backend reasons */
     uint64_t passes;           /* drain passes run */
@@ -103,16 +124,17 @@ typedef struct tb_mutator_stats {
 
 /**
  * Creates a stopped worker. opts may be NULL for the defaults; it is copied.
- * TB_EINVAL for a missing store, a worker name outside the token grammar, or
- * a lease not longer than the hook timeout (a live claim would be taken for
- * a crashed one).
+ * TB_EINVAL for a missing store, a worker name outside the token grammar, a
+ * worker id outside its grammar, or a lease not longer than the hook
+ * timeout (a live claim would be taken for a crashed one).
  */
 tb_status tb_mutator_create(tb_mutator_t **out, const tb_mutator_deps_t *deps,
                             const tb_mutator_options_t *opts);
 
 /**
- * Starts the worker thread: stale-claim recovery, then a first drain pass,
- * then the loop. TB_EIO if the thread cannot be created, TB_ECONFLICT if
+ * Starts the worker thread: gives back every claim still recorded under its
+ * worker id (its predecessor's), stale-claim recovery, then a first drain
+ * pass, then the loop. TB_EIO if the thread cannot be created, TB_ECONFLICT if
  * already started. Controlling thread only.
  */
 tb_status tb_mutator_start(tb_mutator_t *m);
@@ -132,11 +154,15 @@ void tb_mutator_destroy(tb_mutator_t *m);
 void tb_mutator_wake(tb_mutator_t *m);
 
 /**
- * Runs one full drain pass on the calling thread (deploys and teardowns,
- * then every topology with pending work), for tests and tools. Only while
- * the worker thread is not running. TB_ECONFLICT if it is.
+ * Runs one full drain pass on the calling thread (its own leftover claims,
+ * recovery, deploys and teardowns, then every topology with pending work,
+ * then retention pruning if due), for tests and tools. Only while the
+ * worker thread is not running. TB_ECONFLICT if it is.
  */
 tb_status tb_mutator_run_once(tb_mutator_t *m);
+
+/** The worker id its claims are recorded under. Borrowed, valid while m lives. Any thread. */
+const char *tb_mutator_worker_id(const tb_mutator_t *m);
 
 /** Copies the counters. Any thread. */
 void tb_mutator_stats(const tb_mutator_t *m, tb_mutator_stats_t *out);

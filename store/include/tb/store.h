@@ -13,7 +13,7 @@
  * Timestamps are RFC 3339 UTC strings with milliseconds
  * ("2025-11-22T08:13:20.123Z"). A new topology has version 0; every applied
  * mutation adds one. `error` is null unless the row failed. `attempts`
- * counts claims interrupted by a crash (stale-claim recovery).
+ * counts claims lost without a word from their worker (see "Claims").
  *
  * Threads: a tb_store_t may be called from any thread; calls on one store
  * are serialised by its mutex. Open one store per process (or per thread
@@ -87,6 +87,7 @@ typedef enum tb_store_reason {
     TB_STORE_R_SCHEMA_TOO_NEW,     /* TB_EINVAL at open: the file was written by a newer binary */
     TB_STORE_R_BUSY,               /* TB_ETIMEDOUT: the database stayed locked past the timeout */
     TB_STORE_R_BACKEND,            /* TB_EBACKEND: the backend failed (logged there) */
+    TB_STORE_R_STALE_CLAIM,        /* TB_ECONFLICT: the claim is no longer the caller's */
 } tb_store_reason;
 
 /** Details of a failure; every out-param `err` may be NULL. */
@@ -188,8 +189,10 @@ tb_status tb_store_topology_transition(tb_store_t *s, const char *id,
 /**
  * Enqueues a mutation (`m_` + 16 hex, state pending) on topology_id. op must
  * be a CONTRACT op, payload an object of at most TB_STORE_PAYLOAD_MAX bytes.
- * expected_version is a version or TB_STORE_NO_VERSION. *row (may be NULL) is
- * the new row. TB_EINVAL, TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_NOT_MUTABLE
+ * expected_version is a version or TB_STORE_NO_VERSION: the topology must be
+ * at it now, and it is stored with the row, so the mutation applies only if
+ * the topology is still at it when its turn comes (compare-and-set; see
+ * tb_store_mutation_mark_applied). *row (may be NULL) is the new row. TB_EINVAL, TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_NOT_MUTABLE
  * or TB_STORE_R_VERSION_CONFLICT with current/expected), TB_ETIMEDOUT,
  * TB_EBACKEND.
  */
@@ -223,56 +226,191 @@ tb_status tb_store_snapshot(tb_store_t *s, const char *topology_id, json_t **sna
  */
 tb_status tb_store_topologies_with_pending(tb_store_t *s, json_t **ids, tb_store_err_t *err);
 
-/**
- * Atomically claims the oldest pending mutation of topology_id (one
- * statement; two claimers never get the same row) and moves it to applying.
- * Mutations of one topology are applied in order: nothing is claimed while
- * another of its rows is applying. *row is the new claimed row.
- * TB_ENOTFOUND (nothing claimable, or no such topology), TB_ETIMEDOUT,
- * TB_EBACKEND.
+/*
+ * Claims (DESIGN "The store"). A mutation, and the deploy or teardown of a
+ * topology, is worked on only under a claim: one atomic statement gives it
+ * to one worker, records who holds it (`claimed_by`, the worker's id: 1..64
+ * bytes of [A-Za-z0-9_.:-], stable across the worker's restarts) and hands
+ * out a fencing token. Every claim of a topology (its mutations, deploys and
+ * teardowns alike) gets a larger token than the one before, so a hook may
+ * pass it on to a system that refuses older ones. Finishing a claim needs
+ * its token: a worker whose claim was taken from it (its lease ran out, it
+ * was stopped or restarted) is refused with TB_ECONFLICT, reason
+ * TB_STORE_R_STALE_CLAIM, and nothing of its verdict is written.
+ *
+ * Before it starts its side effect (the apply hook) a worker marks the claim
+ * started (tb_store_claim_start). A claim that ends without a verdict ends by
+ * that mark:
+ *   - not started: the work goes back to the queue. Given back by its worker
+ *     (tb_store_claim_release, tb_store_release_worker_claims) it keeps its
+ *     `attempts`; taken back after the lease (tb_store_recover_stale) it
+ *     counts one attempt, and the second such loss fails it as below;
+ *   - started: it is never run again (the side effect may have happened):
+ *     a mutation fails with error "interrupted" (attempts + 1), a deploy
+ *     fails and a teardown ends torn down, both with reason "interrupted".
+ * A requeued mutation records `mutation.enqueued` again (same mutation_id,
+ * with "attempts" and "requeued":true); an interrupted one records
+ * `mutation.failed` and, if its topology was active, `status` → degraded.
+ * Leases are judged by the database's clock, never the caller's.
  */
-tb_status tb_store_mutation_claim(tb_store_t *s, const char *topology_id, json_t **row,
-                                  tb_store_err_t *err);
+
+#define TB_STORE_WORKER_MAX 64
+#define TB_STORE_WORKER_BUF_SIZE (TB_STORE_WORKER_MAX + 1)
+#define TB_STORE_PRUNE_MAX 10000 /* rows one tb_store_mutation_prune call may delete */
+
+/** What a claim is for. */
+typedef enum tb_store_claim_kind {
+    TB_CLAIM_MUTATION,
+    TB_CLAIM_DEPLOY,   /* the topology is deploying */
+    TB_CLAIM_TEARDOWN, /* the topology is tearing down */
+} tb_store_claim_kind;
+
+/** A claim as handed out; finishing it needs it unchanged. Plain data. */
+typedef struct tb_store_claim {
+    tb_store_claim_kind kind;
+    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
+    char mutation_id[TB_STORE_ID_BUF_SIZE]; /* TB_CLAIM_MUTATION; "" otherwise */
+    char worker[TB_STORE_WORKER_BUF_SIZE];  /* who holds it */
+    int64_t token;                          /* the fencing token (> 0) */
+    int64_t expected_version; /* TB_CLAIM_MUTATION: the version it may apply to, or
+                                 TB_STORE_NO_VERSION */
+} tb_store_claim_t;
+
+/** What recovery or a release did. */
+typedef struct tb_store_recovery {
+    int requeued; /* claims whose work went back to the queue */
+    int failed;   /* claims ended as "interrupted" */
+} tb_store_recovery_t;
+
+/** "mutation", "deploy", "teardown". Never NULL. */
+const char *tb_store_claim_kind_name(tb_store_claim_kind kind);
+
+/** True if id is a worker id: 1..64 bytes of [A-Za-z0-9_.:-]. */
+bool tb_store_worker_id_valid(const char *id);
 
 /**
- * Marks an applying mutation applied and stores the topology's new nodes and
+ * Atomically claims the oldest pending mutation of topology_id for worker
+ * (one statement; two claimers never get the same row) and moves it to
+ * applying, recording mutation.applying. Mutations of one topology are
+ * applied in order: nothing is claimed while another of its rows is
+ * applying, while it is deploying, or while its deploy or teardown is
+ * claimed. *row is the new claimed row, *claim the claim. TB_EINVAL (bad
+ * worker id), TB_ENOTFOUND (nothing claimable, or no such topology),
+ * TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_mutation_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                  json_t **row, tb_store_claim_t *claim, tb_store_err_t *err);
+
+/**
+ * Claims the pending deploy (status deploying) or teardown (tearing_down)
+ * of topology_id for worker: granted when nobody holds it and no mutation of
+ * the topology is applying (so the hook sees the document after it). *doc
+ * is the new document, *claim the claim (kind TB_CLAIM_DEPLOY or
+ * TB_CLAIM_TEARDOWN). Nothing is recorded in the outbox. TB_EINVAL,
+ * TB_ENOTFOUND (nothing claimable), TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_transition_claim(tb_store_t *s, const char *topology_id, const char *worker,
+                                    json_t **doc, tb_store_claim_t *claim, tb_store_err_t *err);
+
+/**
+ * Marks claim's side effect started: from now on, losing the claim fails it
+ * as interrupted instead of running it again. TB_ECONFLICT
+ * (TB_STORE_R_STALE_CLAIM: the claim is no longer the caller's: do not start),
+ * TB_EINVAL, TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_claim_start(tb_store_t *s, const tb_store_claim_t *claim, tb_store_err_t *err);
+
+/**
+ * Gives a claim back without a verdict (after a store error, or at
+ * shutdown): as described above, a claim not started goes back to the
+ * queue keeping its attempts; a started one ends interrupted. *out (may be
+ * NULL) says which. TB_ECONFLICT (TB_STORE_R_STALE_CLAIM), TB_EINVAL,
+ * TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_claim_release(tb_store_t *s, const tb_store_claim_t *claim,
+                                 tb_store_recovery_t *out, tb_store_err_t *err);
+
+/**
+ * Releases, as tb_store_claim_release, every claim held by worker: what a
+ * restarted worker (same id) calls first, so its predecessor's work is not
+ * left waiting for the lease. Only call it while this worker holds no live
+ * claim. *out (may be NULL) gets the counts. TB_EINVAL, TB_ECLOSED,
+ * TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_release_worker_claims(tb_store_t *s, const char *worker,
+                                         tb_store_recovery_t *out, tb_store_err_t *err);
+
+/**
+ * Marks a claimed mutation applied and stores the topology's new nodes and
  * links (taken from `doc`, an object with "nodes" and "links" arrays, e.g. a
  * document as returned by get; other members are ignored) with new_version,
- * which must be the current version + 1, in one transaction. *row (may be
- * NULL) is the updated row. TB_EINVAL (bad graph or size), TB_ENOTFOUND,
- * TB_ECONFLICT (TB_STORE_R_WRONG_STATE: not applying;
- * TB_STORE_R_VERSION_CONFLICT), TB_ETIMEDOUT, TB_EBACKEND.
+ * which must be the current version + 1, in one transaction; a degraded
+ * topology becomes active again (recording `status` before
+ * `mutation.applied`). The mutation's expected version, if it has one, must
+ * still be the topology's version. *row (may be NULL) is the updated row.
+ * TB_EINVAL (bad graph or size), TB_ENOTFOUND, TB_ECONFLICT
+ * (TB_STORE_R_STALE_CLAIM; TB_STORE_R_VERSION_CONFLICT), TB_ECLOSED,
+ * TB_ETIMEDOUT, TB_EBACKEND.
  */
-tb_status tb_store_mutation_mark_applied(tb_store_t *s, const char *mutation_id,
+tb_status tb_store_mutation_mark_applied(tb_store_t *s, const tb_store_claim_t *claim,
                                          const json_t *doc, int64_t new_version, json_t **row,
                                          tb_store_err_t *err);
 
 /**
- * Marks an applying mutation failed with reason (1..TB_STORE_REASON_MAX bytes
- * of UTF-8). The document is unchanged. *row (may be NULL) is the updated row.
- * TB_EINVAL, TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_WRONG_STATE),
+ * Marks a claimed mutation failed with reason (1..TB_STORE_REASON_MAX bytes
+ * of UTF-8). The document is unchanged. With degrade, an active topology
+ * becomes degraded (recording `status` with the reason before
+ * `mutation.failed`). *row (may be NULL) is the updated row. TB_EINVAL,
+ * TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_STALE_CLAIM), TB_ECLOSED,
  * TB_ETIMEDOUT, TB_EBACKEND.
  */
-tb_status tb_store_mutation_mark_failed(tb_store_t *s, const char *mutation_id,
-                                        const char *reason, json_t **row, tb_store_err_t *err);
+tb_status tb_store_mutation_mark_failed(tb_store_t *s, const tb_store_claim_t *claim,
+                                        const char *reason, bool degrade, json_t **row,
+                                        tb_store_err_t *err);
 
 /**
- * Stale-claim recovery, as of now_ms (epoch milliseconds; pass the wall
- * clock in production): a row applying since before now_ms - lease goes back
- * to pending with attempts + 1 if it was never interrupted before
- * (attempts == 0), else becomes failed with error "interrupted" (attempts + 1).
- * One transaction. *requeued and *failed (may be NULL) get the counts.
+ * Finishes a claimed deploy or teardown: a deploy becomes active (ok) or
+ * failed, a teardown torn_down (either way: the status machine has no other
+ * way out of tearing_down), recording `status` with reason (may be NULL;
+ * 1..TB_STORE_REASON_MAX bytes). If the topology left the claimed status
+ * meanwhile (a teardown requested during a deploy), the claim ends and the
+ * status stays. *now (may be NULL) gets the status afterwards. TB_EINVAL,
+ * TB_ENOTFOUND, TB_ECONFLICT (TB_STORE_R_STALE_CLAIM), TB_ECLOSED,
  * TB_ETIMEDOUT, TB_EBACKEND.
  */
-tb_status tb_store_recover_stale(tb_store_t *s, int64_t now_ms, int *requeued, int *failed,
+tb_status tb_store_transition_finish(tb_store_t *s, const tb_store_claim_t *claim, bool ok,
+                                     const char *reason, tb_topology_status *now,
+                                     tb_store_err_t *err);
+
+/**
+ * Stale-claim recovery: every claim (mutation, deploy, teardown) held for
+ * longer than the lease, by the database's clock, ends as described above
+ * (requeued once if never started, else interrupted). ahead_ms (>= 0)
+ * judges the leases as if that much later: 0 in production; tests look past
+ * a lease without waiting for it. *out (may be NULL) gets the counts.
+ * TB_EINVAL, TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_recover_stale(tb_store_t *s, int64_t ahead_ms, tb_store_recovery_t *out,
                                  tb_store_err_t *err);
+
+/**
+ * Retention: deletes up to max (1..TB_STORE_PRUNE_MAX) settled mutation
+ * rows (applied or failed) last updated more than retention_ms (>= 0) ago
+ * by the database's clock, oldest first, in one short transaction. Pending
+ * and applying rows are never touched. *deleted (may be NULL) gets the
+ * count; a full batch means there may be more. TB_EINVAL, TB_ECLOSED,
+ * TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_mutation_prune(tb_store_t *s, int64_t retention_ms, int max, int *deleted,
+                                  tb_store_err_t *err);
 
 /*
  * The outbox (CONTRACT §2, DESIGN "The store"). Every write above that
  * changes a topology or a mutation row also writes the event that records
  * it, in the same transaction: enqueue → mutation.enqueued, claim →
  * mutation.applying, mark_applied → mutation.applied, mark_failed →
- * mutation.failed, transition → status. Each payload carries "version", the
+ * mutation.failed, transition → status; claims ending without a verdict as
+ * described under "Claims" above. Each payload carries "version", the
  * topology's version once the change is committed. A relay (relay/) reads
  * the rows in commit order per topology, publishes them and deletes each
  * once the bus confirmed it. One relay at a time holds the store-wide

@@ -24,7 +24,11 @@
 void h_dir_make(char *dir, size_t cap, const char *tag);
 void h_dir_remove(const char *dir);
 
-/** Starts `topobus <argv...>` (NULL-terminated), output appended to log. Aborts on failure. */
+/**
+ * Starts `topobus <argv...>` (NULL-terminated), output appended to log. Aborts on failure.
+ * TB_TEST_TOPOBUS_BIN in the environment names another binary to run (e.g. an older
+ * build, to see a test fail on it).
+ */
 pid_t h_topobus(const char *log, const char *const *args);
 
 /** Kills (SIGKILL) and reaps every process h_topobus started that is still ours: a failed

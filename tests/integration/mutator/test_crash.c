@@ -1,10 +1,15 @@
 /*
- * A mutator killed with SIGKILL while its apply hook is running. The hook
- * (a script) counts its runs and, until told otherwise, is slow only on its
- * first run. After a restart the stale claim is requeued once and the
- * mutation completes (attempts 1); when every run is slow and the mutator
- * is killed again, the next one fails the mutation as `interrupted`.
- * Short lease and hook timeout (3 s, 2 s) keep it quick.
+ * Mutators that die with a claim in hand (tb/store.h "Claims"). A hook that
+ * may have done its work is never run again:
+ *   - killed with SIGKILL while its apply hook runs and restarted under the
+ *     same worker id, the new process ends that claim at once (not after the
+ *     lease) as `interrupted`, and the hook has run exactly once;
+ *   - killed the same way but replaced by a mutator with another id, the
+ *     claim is ended as `interrupted` by the database's lease;
+ *   - a claim left before its hook started is given back by the restarted
+ *     process at once, keeping its attempts, and applied with one hook run.
+ * The hook (a script) records every run and its pid, and sleeps on the
+ * mutation named "slow". Reaped by pid, orphans included.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -26,7 +31,6 @@ typedef struct crash {
     char dir[256], url[320], log[320], hook[320];
     tb_store_t *store;
     char topology[TB_STORE_ID_BUF_SIZE];
-    int runs_seen;
 } crash_t;
 
 static int hook_runs(const crash_t *c)
@@ -34,15 +38,16 @@ static int hook_runs(const crash_t *c)
     char path[400];
     snprintf(path, sizeof path, "%s/runs", c->dir);
     char *text = tb_test_read_file(path, NULL);
-    int n = text ? atoi(text) : 0;
+    int n = 0;
+    for (const char *p = text; p && *p; p++)
+        n += *p == '\n';
     free(text);
     return n;
 }
 
 static bool hook_started(void *ud)
 {
-    crash_t *c = ud;
-    return hook_runs(c) > c->runs_seen;
+    return hook_runs(ud) > 0;
 }
 
 /* Kills the hook processes a SIGKILLed mutator left behind (their own groups). */
@@ -57,21 +62,41 @@ static void kill_orphans(const crash_t *c)
     free(text);
 }
 
-static pid_t start(crash_t *c)
+static pid_t start(crash_t *c, const char *worker_id, const char *lease)
 {
-    const char *args[] = {"mutator", "--bus", "none", "--db", c->url, "--poll", "1", "--lease",
-                          "3", "--hook", c->hook, "--hook-timeout", "2", NULL};
+    const char *args[] = {"mutator", "--bus", "none", "--db", c->url, "--poll", "1",
+                          "--lease", lease, "--hook", c->hook, "--hook-timeout", "2",
+                          "--worker-id", worker_id, NULL};
     return h_topobus(c->log, args);
 }
 
-/* Starts a mutator, waits for the hook to begin, and kills the mutator. */
-static void crash_during_hook(crash_t *c)
+static void setup_crash(crash_t *c, const char *tag)
 {
-    pid_t pid = start(c);
-    assert_true(tb_test_wait_until(hook_started, c, 15000));
-    c->runs_seen = hook_runs(c);
-    tb_test_stop(pid, SIGKILL, 1000);
+    memset(c, 0, sizeof *c);
+    h_dir_make(c->dir, sizeof c->dir, tag);
+    snprintf(c->url, sizeof c->url, "sqlite:%s/topobus.db", c->dir);
+    snprintf(c->log, sizeof c->log, "%s/mutator.log", c->dir);
+    snprintf(c->hook, sizeof c->hook, "%s/hook.sh", c->dir);
+    char body[1200];
+    snprintf(body, sizeof body,
+             "cd '%s'\necho $$ >> pids\ninput=$(cat)\n"
+             "echo \"$TOPOBUS_HOOK_KIND $TOPOBUS_HOOK_MUTATION_ID\" >> runs\n"
+             "case \"$input\" in *'\"id\":\"slow\"'*) exec sleep 30;; esac\nexit 0\n",
+             c->dir);
+    h_write_file(c->hook, body, true);
+    assert_int_equal(tb_store_open(&c->store, c->url, NULL, NULL), TB_OK);
+    json_t *doc = NULL;
+    assert_int_equal(tb_store_topology_create(c->store, "crash", NULL, NULL, &doc, NULL), TB_OK);
+    snprintf(c->topology, sizeof c->topology, "%s", tb_store_doc_id(doc));
+    json_decref(doc);
+}
+
+static void cleanup_crash(crash_t *c)
+{
     kill_orphans(c);
+    h_reap_all();
+    tb_store_close(c->store);
+    h_dir_remove(c->dir);
 }
 
 static json_t *row(crash_t *c, const char *mid)
@@ -117,73 +142,105 @@ static char *enqueue(crash_t *c, const char *node)
     return mid;
 }
 
-static void test_killed_mutator_is_retried_once_then_interrupted(void **state)
+static void assert_interrupted_once(crash_t *c, const char *mid)
 {
-    (void)state;
-    crash_t c = {0};
-    h_dir_make(c.dir, sizeof c.dir, "crash");
-    snprintf(c.url, sizeof c.url, "sqlite:%s/topobus.db", c.dir);
-    snprintf(c.log, sizeof c.log, "%s/mutator.log", c.dir);
-    snprintf(c.hook, sizeof c.hook, "%s/hook.sh", c.dir);
-    char body[1200];
-    snprintf(body, sizeof body,
-             "cd '%s'\necho $$ >> pids\nn=$(cat runs 2>/dev/null || echo 0)\n"
-             "echo $((n + 1)) > runs\ncat > /dev/null\n"
-             "if [ \"$n\" -eq 0 ] || [ -f always-slow ]; then exec sleep 30; fi\nexit 0\n",
-             c.dir);
-    h_write_file(c.hook, body, true);
-    tb_store_options_t opts = {.lease_s = 3};
-    assert_int_equal(tb_store_open(&c.store, c.url, &opts, NULL), TB_OK);
-    json_t *doc = NULL;
-    assert_int_equal(tb_store_topology_create(c.store, "crash", NULL, NULL, &doc, NULL), TB_OK);
-    snprintf(c.topology, sizeof c.topology, "%s", tb_store_doc_id(doc));
-    json_decref(doc);
-
-    /* First crash: the restarted mutator requeues the claim and completes it. */
-    char *m1 = enqueue(&c, "a");
-    crash_during_hook(&c);
-    pid_t pid = start(&c);
-    wait_state_t w = {&c, m1, "applied"};
-    assert_true(tb_test_wait_until(in_state, &w, 15000));
-    json_t *r = row(&c, m1);
+    json_t *r = row(c, mid);
+    assert_string_equal(tb_store_row_state(r), "failed");
+    assert_string_equal(json_string_value(json_object_get(r, "error")), "interrupted");
     assert_int_equal(json_integer_value(json_object_get(r, "attempts")), 1);
     json_decref(r);
-    assert_int_equal(hook_runs(&c), 2);
-    tb_test_stop(pid, SIGTERM, 10000);
+    assert_int_equal(hook_runs(c), 1);
+}
 
-    /* Second mutation, every hook run slow: two crashes, then `interrupted`. */
-    char flag[400];
-    snprintf(flag, sizeof flag, "%s/always-slow", c.dir);
-    h_write_file(flag, "", false);
-    c.runs_seen = hook_runs(&c);
-    char *m2 = enqueue(&c, "b");
-    crash_during_hook(&c);
-    crash_during_hook(&c); /* the requeued claim, taken by the second mutator */
-    pid = start(&c);
-    w = (wait_state_t){&c, m2, "failed"};
+static void test_killed_mid_hook_restarted_ends_it_at_once_without_rerun(void **state)
+{
+    (void)state;
+    crash_t c;
+    setup_crash(&c, "crash-restart");
+    char *slow = enqueue(&c, "slow");
+    /* A lease far longer than the test: only the restart can end the claim. */
+    pid_t pid = start(&c, "crash-w1", "120");
+    assert_true(tb_test_wait_until(hook_started, &c, 15000));
+    tb_test_stop(pid, SIGKILL, 1000);
+    long long t0 = tb_test_now_ms();
+    pid = start(&c, "crash-w1", "120");
+    wait_state_t w = {&c, slow, "failed"};
     assert_true(tb_test_wait_until(in_state, &w, 15000));
-    r = row(&c, m2);
-    assert_string_equal(json_string_value(json_object_get(r, "error")), "interrupted");
-    assert_int_equal(json_integer_value(json_object_get(r, "attempts")), 2);
-    json_decref(r);
+    printf("# the restarted mutator ended its predecessor's claim %lld ms after it started\n",
+           tb_test_now_ms() - t0);
+    assert_interrupted_once(&c, slow);
+    /* The queue goes on, and the hook runs once for the next mutation. */
+    char *next = enqueue(&c, "next");
+    w = (wait_state_t){&c, next, "applied"};
+    assert_true(tb_test_wait_until(in_state, &w, 15000));
+    assert_int_equal(hook_runs(&c), 2);
     int ws = tb_test_stop(pid, SIGTERM, 10000);
     assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
-    /* The document holds the first mutation only. */
+    free(slow);
+    free(next);
+    cleanup_crash(&c);
+}
+
+static void test_killed_mid_hook_other_mutator_ends_it_after_the_lease(void **state)
+{
+    (void)state;
+    crash_t c;
+    setup_crash(&c, "crash-lease");
+    char *slow = enqueue(&c, "slow");
+    pid_t pid = start(&c, "crash-a", "3");
+    assert_true(tb_test_wait_until(hook_started, &c, 15000));
+    tb_test_stop(pid, SIGKILL, 1000);
+    pid = start(&c, "crash-b", "3");
+    wait_state_t w = {&c, slow, "failed"};
+    assert_true(tb_test_wait_until(in_state, &w, 15000));
+    assert_interrupted_once(&c, slow);
+    int ws = tb_test_stop(pid, SIGTERM, 10000);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    free(slow);
+    cleanup_crash(&c);
+}
+
+static void test_claim_left_before_its_hook_is_given_back_keeping_attempts(void **state)
+{
+    (void)state;
+    crash_t c;
+    setup_crash(&c, "crash-before");
+    char *mid = enqueue(&c, "early");
+    /* A mutator that claimed and died before starting its hook: its claim, as it left it. */
+    json_t *claimed = NULL;
+    tb_store_claim_t claim;
+    assert_int_equal(
+        tb_store_mutation_claim(c.store, c.topology, "crash-w2", &claimed, &claim, NULL), TB_OK);
+    json_decref(claimed);
+    pid_t pid = start(&c, "crash-w2", "120");
+    wait_state_t w = {&c, mid, "applied"};
+    assert_true(tb_test_wait_until(in_state, &w, 15000));
+    json_t *r = row(&c, mid);
+    assert_int_equal(json_integer_value(json_object_get(r, "attempts")), 0);
+    json_decref(r);
+    assert_int_equal(hook_runs(&c), 1);
+    /* The old claim's holder, had it lived, is refused. */
+    json_t *doc = NULL;
     assert_int_equal(tb_store_topology_get(c.store, c.topology, &doc, NULL), TB_OK);
-    assert_int_equal(tb_store_doc_version(doc), 1);
+    tb_store_err_t err;
+    assert_int_equal(tb_store_mutation_mark_applied(c.store, &claim, doc,
+                                                    tb_store_doc_version(doc) + 1, NULL, &err),
+                     TB_ECONFLICT);
+    assert_int_equal(err.reason, TB_STORE_R_STALE_CLAIM);
     json_decref(doc);
-    kill_orphans(&c);
-    free(m1);
-    free(m2);
-    tb_store_close(c.store);
-    h_dir_remove(c.dir);
+    int ws = tb_test_stop(pid, SIGTERM, 10000);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    free(mid);
+    cleanup_crash(&c);
 }
 
 int main(void)
 {
     json_set_alloc_funcs(tb_xmalloc, free);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_killed_mutator_is_retried_once_then_interrupted),
+        cmocka_unit_test(test_killed_mid_hook_restarted_ends_it_at_once_without_rerun),
+        cmocka_unit_test(test_killed_mid_hook_other_mutator_ends_it_after_the_lease),
+        cmocka_unit_test(test_claim_left_before_its_hook_is_given_back_keeping_attempts),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     h_reap_all();

@@ -2,7 +2,12 @@
  * The worker against a real SQLite store and an in-process bus: what each
  * mutation and request does to the store and which events its writes record
  * (published by an outbox relay the test runs), in which order; the thread waking on bus events and polling without a bus;
- * the hook's verdict reaching the row; health; option checks.
+ * the hook's verdict reaching the row; health; option checks. Claims: the
+ * hook runs once per mutation, deploy and teardown with the claim's
+ * variables and none of our secrets, never again on a poll pass or by
+ * another worker; a verdict whose claim was taken back is refused; a
+ * predecessor's claims under the same worker id are given back at start;
+ * expected_version is compare-and-set at apply; settled rows are pruned.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -524,6 +529,272 @@ static void test_worker_options_are_checked(void **state)
     tb_mutator_destroy(NULL);
 }
 
+/* Lines of the file name in the store's scratch directory (0 if absent). */
+static int count_lines(fixture_t *f, const char *name, const char *containing)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", f->store.dir, name);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return 0;
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, fp))
+        n += !containing || strstr(line, containing) != NULL;
+    fclose(fp);
+    return n;
+}
+
+static void touch(fixture_t *f, const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", f->store.dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+}
+
+/* A hook logging each call to calls.log; with wait_kind set, calls of that kind log
+ * "started" and wait until the file "go" exists. */
+static char *calls_hook(fixture_t *f, const char *wait_kind)
+{
+    char body[1400];
+    snprintf(body, sizeof body,
+             "cd '%s'\ncat > /dev/null\n"
+             "echo \"$TOPOBUS_HOOK_KIND $TOPOBUS_HOOK_TOPOLOGY_ID ${TOPOBUS_HOOK_MUTATION_ID:--} "
+             "$TOPOBUS_HOOK_CLAIM_TOKEN $TOPOBUS_HOOK_WORKER_ID "
+             "secret=${TOPOBUS_JWT_SECRET:-none}\" >> calls.log\n"
+             "if [ \"$TOPOBUS_HOOK_KIND\" = '%s' ]; then echo started >> started.log; "
+             "while [ ! -f go ]; do sleep 0.02; done; fi\nexit 0",
+             f->store.dir, wait_kind ? wait_kind : "none");
+    return write_hook(f, "calls.sh", body);
+}
+
+typedef struct lines_wait {
+    fixture_t *f;
+    const char *name;
+    int want;
+} lines_wait_t;
+
+static bool has_lines(void *ud)
+{
+    lines_wait_t *w = ud;
+    return count_lines(w->f, w->name, NULL) >= w->want;
+}
+
+static void test_worker_hook_runs_once_per_claim_with_its_variables(void **state)
+{
+    fixture_t *f = *state;
+    setenv("TOPOBUS_JWT_SECRET", "mints-admin-tokens", 1);
+    char *hook = calls_hook(f, NULL);
+    tb_mutator_options_t opts = {.hook = hook, .hook_timeout_ms = 5000, .worker_id = "unit-w1"};
+    tb_mutator_t *m = make(f, &opts, true);
+    assert_string_equal(tb_mutator_worker_id(m), "unit-w1");
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    /* The deploy first, then the mutation queued behind it; poll passes run nothing again. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    tb_mutator_options_t other = opts;
+    other.worker_id = "unit-w2";
+    tb_mutator_t *m2 = make(f, &other, true);
+    assert_int_equal(tb_mutator_run_once(m2), TB_OK);
+    set_status(f, TB_TOPOLOGY_TEARING_DOWN);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_int_equal(tb_mutator_run_once(m2), TB_OK);
+    unsetenv("TOPOBUS_JWT_SECRET");
+    char want[3][256];
+    snprintf(want[0], sizeof want[0], "deploy %s - 1 unit-w1 secret=none\n", f->topology);
+    snprintf(want[1], sizeof want[1], "mutation %s %s 2 unit-w1 secret=none\n", f->topology, mid);
+    snprintf(want[2], sizeof want[2], "teardown %s - 3 unit-w1 secret=none\n", f->topology);
+    char path[600];
+    snprintf(path, sizeof path, "%s/calls.log", f->store.dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, fp)) {
+        if (n < 3 && strcmp(line, want[n]) != 0)
+            fail_msg("hook call %d: got %s want %s", n, line, want[n]);
+        n++;
+    }
+    fclose(fp);
+    assert_int_equal(n, 3);
+    char buf[32];
+    assert_string_equal(tb_test_status(f->store.store, f->topology, buf, sizeof buf), "torn_down");
+    tb_mutator_destroy(m2);
+    tb_mutator_destroy(m);
+    free(mid);
+    free(hook);
+}
+
+static void test_worker_running_deploy_is_never_run_again(void **state)
+{
+    fixture_t *f = *state;
+    char *hook = calls_hook(f, "deploy");
+    tb_mutator_options_t opts = {.hook = hook, .hook_timeout_ms = 10000, .lease_ms = 20000,
+                                 .poll_ms = 50, .worker_id = "unit-a"};
+    tb_mutator_t *a = make(f, &opts, false);
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    assert_int_equal(tb_mutator_start(a), TB_OK);
+    lines_wait_t w = {f, "started.log", 1};
+    assert_true(wait_for(has_lines, &w, 5000));
+    /* While A's hook runs: another worker's passes, and A's own polls, find nothing. */
+    tb_mutator_options_t other = opts;
+    other.worker_id = "unit-b";
+    tb_mutator_t *b = make(f, &other, false);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tb_mutator_run_once(b), TB_OK);
+    tb_mutator_stats_t st;
+    tb_mutator_stats(b, &st);
+    assert_int_equal(st.deployed, 0);
+    touch(f, "go");
+    assert_true(wait_for(status_is_active, f, 5000));
+    assert_int_equal(count_lines(f, "calls.log", "deploy"), 1);
+    tb_mutator_destroy(a);
+    tb_mutator_destroy(b);
+    free(hook);
+}
+
+static bool refused_once(void *ud)
+{
+    tb_mutator_stats_t st;
+    tb_mutator_stats(ud, &st);
+    return st.stale_refused >= 1;
+}
+
+static void test_worker_verdict_of_a_claim_taken_back_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    set_status(f, TB_TOPOLOGY_ACTIVE);
+    char *hook = calls_hook(f, "mutation");
+    tb_mutator_options_t opts = {.hook = hook, .hook_timeout_ms = 10000, .lease_ms = 20000,
+                                 .poll_ms = 60000, .worker_id = "unit-paused"};
+    tb_mutator_t *m = make(f, &opts, false);
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    assert_int_equal(tb_mutator_start(m), TB_OK);
+    lines_wait_t w = {f, "started.log", 1};
+    assert_true(wait_for(has_lines, &w, 5000));
+    /* The worker stalls past its lease (a paused VM): recovery ends its started claim. */
+    tb_store_recovery_t out;
+    assert_int_equal(tb_store_recover_stale(f->store.store, 60000, &out, NULL), TB_OK);
+    assert_int_equal(out.failed, 1);
+    touch(f, "go");
+    assert_true(wait_for(refused_once, m, 5000));
+    tb_mutator_stop(m);
+    /* Its late "applied" changed nothing: the row, the document and the status stand. */
+    json_t *row = row_of(f, mid);
+    assert_string_equal(tb_store_row_state(row), "failed");
+    assert_string_equal(json_string_value(json_object_get(row, "error")), "interrupted");
+    json_decref(row);
+    json_t *doc = NULL;
+    assert_int_equal(tb_store_topology_get(f->store.store, f->topology, &doc, NULL), TB_OK);
+    assert_int_equal(tb_store_doc_version(doc), 0);
+    assert_string_equal(tb_store_doc_status(doc), "degraded");
+    json_decref(doc);
+    tb_mutator_stats_t st;
+    tb_mutator_stats(m, &st);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(count_lines(f, "calls.log", "mutation"), 1);
+    tb_mutator_destroy(m);
+    free(mid);
+    free(hook);
+}
+
+static void test_worker_gives_back_claims_left_under_its_id(void **state)
+{
+    fixture_t *f = *state;
+    char *mid = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    /* What a killed predecessor left: a claim under the same id, its hook never started. */
+    json_t *row = NULL;
+    tb_store_claim_t claim;
+    assert_int_equal(tb_store_mutation_claim(f->store.store, f->topology, "unit-restart", &row,
+                                             &claim, NULL),
+                     TB_OK);
+    json_decref(row);
+    tb_mutator_options_t opts = {.worker_id = "unit-restart"};
+    tb_mutator_t *m = make(f, &opts, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    row = row_of(f, mid);
+    assert_string_equal(tb_store_row_state(row), "applied");
+    assert_int_equal(json_integer_value(json_object_get(row, "attempts")), 0);
+    json_decref(row);
+    tb_mutator_stats_t st;
+    tb_mutator_stats(m, &st);
+    assert_int_equal(st.released, 1);
+    tb_mutator_destroy(m);
+    free(mid);
+}
+
+static void test_worker_expected_version_is_compare_and_set(void **state)
+{
+    fixture_t *f = *state;
+    set_status(f, TB_TOPOLOGY_DEPLOYING);
+    set_status(f, TB_TOPOLOGY_ACTIVE);
+    char *m1 = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    json_t *p = tb_test_json("{\"id\":\"b\",\"kind\":\"r\"}");
+    json_t *row = NULL;
+    /* Both editors saw version 0; the first to apply wins. */
+    assert_int_equal(tb_store_mutation_enqueue(f->store.store, f->topology, "add_node", p, 0, &row,
+                                               NULL),
+                     TB_OK);
+    json_decref(p);
+    char *m2 = tb_xstrdup(tb_store_row_id(row));
+    json_decref(row);
+    tb_mutator_t *m = make(f, NULL, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    row = row_of(f, m1);
+    assert_string_equal(tb_store_row_state(row), "applied");
+    json_decref(row);
+    row = row_of(f, m2);
+    assert_string_equal(tb_store_row_state(row), "failed");
+    assert_string_equal(json_string_value(json_object_get(row, "error")),
+                        "version_conflict: the topology is at version 1, not the expected 0");
+    json_decref(row);
+    /* A conflict is no fault of the deployment: the topology stays active. */
+    char buf[32];
+    assert_string_equal(tb_test_status(f->store.store, f->topology, buf, sizeof buf), "active");
+    tb_mutator_destroy(m);
+    free(m1);
+    free(m2);
+}
+
+typedef struct prune_wait {
+    fixture_t *f;
+    tb_mutator_t *m;
+} prune_wait_t;
+
+static bool pass_pruned_all(void *ud)
+{
+    prune_wait_t *w = ud;
+    assert_int_equal(tb_mutator_run_once(w->m), TB_OK);
+    return tb_test_count_rows(w->f->store.store, w->f->topology) == 0;
+}
+
+static void test_worker_prunes_settled_rows_past_the_retention(void **state)
+{
+    fixture_t *f = *state;
+    char *m1 = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}");
+    char *m2 = enqueue(f, "add_node", "{\"id\":\"a\",\"kind\":\"r\"}"); /* fails */
+    tb_mutator_options_t keep = {.retention_ms = TB_MUTATOR_KEEP_FOREVER};
+    tb_mutator_t *m = make(f, &keep, true);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_int_equal(tb_mutator_run_once(m), TB_OK);
+    assert_int_equal(tb_test_count_rows(f->store.store, f->topology), 2);
+    tb_mutator_destroy(m);
+    tb_mutator_options_t opts = {.retention_ms = 1, .prune_interval_ms = 1};
+    m = make(f, &opts, true);
+    prune_wait_t w = {f, m};
+    assert_true(wait_for(pass_pruned_all, &w, 5000));
+    tb_mutator_stats_t st;
+    tb_mutator_stats(m, &st);
+    assert_int_equal(st.pruned, 2);
+    tb_mutator_destroy(m);
+    free(m1);
+    free(m2);
+}
+
 int main(void)
 {
     json_set_alloc_funcs(tb_xmalloc, free);
@@ -543,6 +814,18 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_worker_thread_polls_without_a_bus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_options_are_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_hook_runs_once_per_claim_with_its_variables,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_running_deploy_is_never_run_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_verdict_of_a_claim_taken_back_is_refused,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_gives_back_claims_left_under_its_id, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_expected_version_is_compare_and_set, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_worker_prunes_settled_rows_past_the_retention, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

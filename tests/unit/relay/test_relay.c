@@ -2,11 +2,14 @@
  * The outbox relay on SQLite and the in-process bus: every store write's
  * event reaches subscribers in commit order and leaves the outbox; only the
  * lease holder publishes and another takes over once it gives the lease
- * up; a commit wakes the relay thread at once (no timer); a row the bus can
- * never accept is set aside without holding back the rows behind it.
+ * up; a commit wakes the relay thread at once (no timer), also one made in
+ * a process whose relay had no bus yet (its doorbell rings once the bus is
+ * up); a row the bus can never accept is set aside without holding back the
+ * rows behind it.
  */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,7 +70,14 @@ typedef struct fixture {
     tb_bus_t *bus;
     tb_sub_t *sub;
     seen_t seen;
+    atomic_bool bus_hidden; /* provide_late_bus answers NULL, as while connecting */
 } fixture_t;
+
+static tb_bus_t *provide_late_bus(void *ud)
+{
+    fixture_t *f = ud;
+    return atomic_load(&f->bus_hidden) ? NULL : f->bus;
+}
 
 static tb_bus_t *provide_bus(void *ud)
 {
@@ -133,16 +143,15 @@ static void write_history(tb_store_t *s, char *id)
                                                NULL),
                      TB_OK);
     json_decref(p);
-    assert_int_equal(tb_store_mutation_claim(s, id, &row, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, id, "test", &row, &c, NULL), TB_OK);
     json_t *next = json_pack("{s:[{s:s, s:s}], s:[]}", "nodes", "id", "n1", "kind", "router",
                              "links");
-    assert_int_equal(tb_store_mutation_mark_applied(s, tb_store_row_id(row), next, 1, NULL, NULL),
-                     TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, next, 1, NULL, NULL), TB_OK);
     json_decref(next);
     json_decref(row);
-    assert_int_equal(tb_store_mutation_claim(s, id, &row, NULL), TB_OK);
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "duplicate node id",
-                                                   NULL, NULL),
+    assert_int_equal(tb_store_mutation_claim(s, id, "test", &row, &c, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, "duplicate node id", false, NULL, NULL),
                      TB_OK);
     json_decref(row);
 }
@@ -238,6 +247,50 @@ static void test_relay_holder_finds_rows_whose_doorbell_never_rang(void **state)
     tb_store_close(other);
 }
 
+static bool holds_lease(void *ud)
+{
+    tb_relay_stats_t st;
+    tb_relay_stats(ud, &st);
+    return st.holding;
+}
+
+static bool wait_cond(bool (*cond)(void *), void *ud, int timeout_ms)
+{
+    int64_t end = tb_clock_mono_ms() + timeout_ms;
+    while (!cond(ud) && tb_clock_mono_ms() < end)
+        nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL);
+    return cond(ud);
+}
+
+static void test_relay_commit_before_the_bus_is_up_still_rings_the_holder(void **state)
+{
+    fixture_t *f = *state;
+    /* The holder: a long lease, so only a doorbell can make it publish in time. */
+    tb_relay_t *a = NULL;
+    tb_relay_deps_t deps = {.store = f->store, .bus_provider = provide_bus, .bus_provider_ud = f};
+    tb_relay_options_t opts = {.holder = "holder", .lease_ms = 60000, .confirm_timeout_ms = 200};
+    assert_int_equal(tb_relay_create(&a, &deps, &opts), TB_OK);
+    assert_int_equal(tb_relay_start(a), TB_OK);
+    assert_true(wait_cond(holds_lease, a, 5000));
+    /* Another process starts and writes before its bus is connected. */
+    atomic_store(&f->bus_hidden, true);
+    tb_store_t *other = tb_test_store_reopen(&f->t, 60);
+    tb_relay_t *b = NULL;
+    tb_relay_deps_t late = {.store = other, .bus_provider = provide_late_bus,
+                            .bus_provider_ud = f};
+    opts.holder = "late";
+    assert_int_equal(tb_relay_create(&b, &late, &opts), TB_OK);
+    assert_int_equal(tb_relay_start(b), TB_OK);
+    char id[TB_STORE_ID_BUF_SIZE];
+    write_history(other, id);
+    /* Its bus comes up (asked again about once a second): the holder hears of the rows. */
+    atomic_store(&f->bus_hidden, false);
+    assert_int_equal(wait_events(&f->seen, 8, 5000), 8);
+    tb_relay_destroy(b);
+    tb_relay_destroy(a);
+    tb_store_close(other);
+}
+
 static void test_relay_sets_aside_a_row_the_bus_refuses_and_publishes_the_rest(void **state)
 {
     fixture_t *f = *state;
@@ -284,6 +337,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_holder_finds_rows_whose_doorbell_never_rang,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_relay_commit_before_the_bus_is_up_still_rings_the_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_relay_sets_aside_a_row_the_bus_refuses_and_publishes_the_rest, setup, teardown),
     };

@@ -46,9 +46,10 @@ void tb_test_store_init(tb_test_store_t *t, long lease_s)
 }
 
 /* Leaves no row pending or applying on a shared database, so the next test
- * starts from a quiet queue (recovery and pending-work counts are totals):
- * applying rows are failed, pending ones claimed and failed, through the
- * store's own calls only. */
+ * starts from a quiet queue (recovery and pending-work counts are totals),
+ * through the store's own calls only: a deploy in progress is failed (its
+ * queue would wait for it), every claim is ended as if its lease had run
+ * out long ago, and what is pending then is claimed and failed. */
 static void quiesce(tb_store_t *s)
 {
     json_t *list = NULL;
@@ -58,19 +59,22 @@ static void quiesce(tb_store_t *s)
     json_t *entry;
     json_array_foreach(list, i, entry)
     {
+        if (strcmp(tb_store_doc_status(entry), "deploying") == 0)
+            tb_store_topology_transition(s, tb_store_doc_id(entry), TB_TOPOLOGY_DEPLOYING,
+                                         TB_TOPOLOGY_FAILED, "test cleanup", NULL, NULL);
+    }
+    const int64_t long_ago = 10LL * 365 * 24 * 3600 * 1000;
+    for (int round = 0; round < 2; round++) {
+        if (tb_store_recover_stale(s, long_ago, NULL, NULL) != TB_OK)
+            die("quiesce", "recover");
+    }
+    json_array_foreach(list, i, entry)
+    {
         const char *tid = tb_store_doc_id(entry);
-        json_t *rows = NULL, *row = NULL;
-        if (tb_store_mutation_list(s, tid, "applying", &rows, NULL) != TB_OK)
-            die("quiesce", tid);
-        size_t k;
-        json_t *r;
-        json_array_foreach(rows, k, r)
-        {
-            tb_store_mutation_mark_failed(s, tb_store_row_id(r), "test cleanup", NULL, NULL);
-        }
-        json_decref(rows);
-        while (tb_store_mutation_claim(s, tid, &row, NULL) == TB_OK) {
-            tb_store_mutation_mark_failed(s, tb_store_row_id(row), "test cleanup", NULL, NULL);
+        json_t *row = NULL;
+        tb_store_claim_t claim;
+        while (tb_store_mutation_claim(s, tid, "test-cleanup", &row, &claim, NULL) == TB_OK) {
+            tb_store_mutation_mark_failed(s, &claim, "test cleanup", false, NULL, NULL);
             json_decref(row);
         }
     }

@@ -63,7 +63,8 @@ static int child_main(const tb_test_store_t *t, int index)
             const char *tid = json_string_value(json_array_get(ids, i));
             json_t *row = NULL, *doc = NULL;
             int64_t t0 = now_ns();
-            tb_status st = tb_store_mutation_claim(s, tid, &row, &err);
+            tb_store_claim_t c;
+            tb_status st = tb_store_mutation_claim(s, tid, "child", &row, &c, &err);
             if (st == TB_ENOTFOUND)
                 continue; /* another child holds this topology or drained it */
             claim_ns += now_ns() - t0;
@@ -71,7 +72,7 @@ static int child_main(const tb_test_store_t *t, int index)
             if (st == TB_OK)
                 st = tb_store_topology_get(s, tid, &doc, &err);
             if (st == TB_OK)
-                st = tb_store_mutation_mark_applied(s, tb_store_row_id(row), doc,
+                st = tb_store_mutation_mark_applied(s, &c, doc,
                                                     tb_store_doc_version(doc) + 1, NULL, &err);
             if (st == TB_OK)
                 fprintf(out, "%s\n", tb_store_row_id(row));

@@ -117,7 +117,8 @@ static void test_migrate_version_1_file_upgraded_rows_kept(void **state)
     assert_string_equal(json_string_value(json_object_get(doc, "updated_at")),
                         "1970-01-01T00:00:02.500Z");
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(store, "t_old", &row, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(store, "t_old", "test", &row, &c, NULL), TB_OK);
     assert_string_equal(tb_store_row_id(row), "m_old");
     json_decref(row);
     json_decref(doc);
@@ -222,7 +223,8 @@ static void test_migrate_damaged_rows_ebackend(void **state)
     assert_int_equal(tb_store_mutation_list(store, tid, NULL, &rows, &err), TB_EBACKEND);
     assert_null(rows);
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(store, tid, &row, &err), TB_EBACKEND);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(store, tid, "test", &row, &c, &err), TB_EBACKEND);
     assert_null(row);
     free(tid);
     tb_store_close(store);

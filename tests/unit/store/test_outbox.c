@@ -25,6 +25,7 @@
 #include "tb/clock.h"
 #include "tb/topic.h"
 
+#define W "test-worker" /* the worker id these tests claim as */
 #define READ_MAX 10000
 #define LEASE_TTL_MS 200
 
@@ -108,11 +109,10 @@ static json_t *enqueue_node(tb_store_t *s, const char *tid, const char *node)
 static json_t *claim_and_apply(tb_store_t *s, const char *tid, int64_t new_version)
 {
     json_t *claimed = NULL, *doc = NULL, *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &claimed, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &claimed, &c, NULL), TB_OK);
     assert_int_equal(tb_store_topology_get(s, tid, &doc, NULL), TB_OK);
-    assert_int_equal(
-        tb_store_mutation_mark_applied(s, tb_store_row_id(claimed), doc, new_version, &row, NULL),
-        TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, new_version, &row, NULL), TB_OK);
     json_decref(doc);
     json_decref(claimed);
     return row;
@@ -132,15 +132,15 @@ static void test_outbox_each_write_records_its_event(void **state)
     json_decref(row);
 
     row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
     evs = tb_test_outbox_events(s, tid);
     assert_mutation_event(evs, 1, "mutation.applying", row, 0);
     json_decref(evs);
 
     json_t *doc = NULL, *applied = NULL;
     assert_int_equal(tb_store_topology_get(s, tid, &doc, NULL), TB_OK);
-    assert_int_equal(
-        tb_store_mutation_mark_applied(s, tb_store_row_id(row), doc, 1, &applied, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 1, &applied, NULL), TB_OK);
     evs = tb_test_outbox_events(s, tid);
     assert_mutation_event(evs, 2, "mutation.applied", applied, 1);
     json_decref(evs);
@@ -151,11 +151,10 @@ static void test_outbox_each_write_records_its_event(void **state)
     json_t *second = enqueue_node(s, tid, "b");
     json_decref(second);
     row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
     json_t *failed = NULL;
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "duplicate node id b",
-                                                   &failed, NULL),
-                     TB_OK);
+    assert_int_equal(
+        tb_store_mutation_mark_failed(s, &c, "duplicate node id b", true, &failed, NULL), TB_OK);
     evs = tb_test_outbox_events(s, tid);
     assert_string_equal(str_of(json_object_get(json_array_get(evs, 3), "payload"), "mutation_id"),
                         tb_store_row_id(row));
@@ -211,20 +210,23 @@ static void test_outbox_failed_write_records_nothing(void **state)
     assert_int_equal(err.reason, TB_STORE_R_VERSION_CONFLICT);
     /* Nothing to claim. */
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_ENOTFOUND);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_ENOTFOUND);
     assert_int_equal(count_events(s, tid), 0);
 
     /* Mark a pending (not applying) row; apply with a version that cannot follow. */
     row = enqueue_node(s, tid, "a");
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "x", NULL, &err),
+    tb_store_claim_t forged = {.kind = TB_CLAIM_MUTATION, .token = 1, .worker = W};
+    snprintf(forged.topology_id, sizeof forged.topology_id, "%s", tid);
+    snprintf(forged.mutation_id, sizeof forged.mutation_id, "%s", tb_store_row_id(row));
+    assert_int_equal(tb_store_mutation_mark_failed(s, &forged, "x", true, NULL, &err),
                      TB_ECONFLICT);
     json_decref(row);
     row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
     json_t *doc = NULL;
     assert_int_equal(tb_store_topology_get(s, tid, &doc, NULL), TB_OK);
-    assert_int_equal(tb_store_mutation_mark_applied(s, tb_store_row_id(row), doc, 7, NULL, &err),
-                     TB_ECONFLICT);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 7, NULL, &err), TB_ECONFLICT);
     assert_int_equal(err.reason, TB_STORE_R_VERSION_CONFLICT);
     json_decref(doc);
     json_decref(row);
@@ -384,9 +386,9 @@ static void test_outbox_listener_once_per_committed_write(void **state)
     row = enqueue_node(s, tid, "b");
     json_decref(row);
     row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "no", NULL, NULL),
-                     TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, "no", true, NULL, NULL), TB_OK);
     json_decref(row);
     assert_int_equal(calls, 6);
     assert_int_equal(tb_store_topology_transition(s, tid, TB_TOPOLOGY_ANY, TB_TOPOLOGY_DEPLOYING,
@@ -412,7 +414,7 @@ static void test_outbox_listener_once_per_committed_write(void **state)
     json_t *payload = tb_test_json("{\"id\":\"n\",\"kind\":\"k\"}");
     assert_int_equal(tb_store_mutation_enqueue(s, tid, "add_node", payload, 0, NULL, NULL),
                      TB_ECONFLICT);
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_ENOTFOUND);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_ENOTFOUND);
     assert_int_equal(tb_store_topology_transition(s, tid, TB_TOPOLOGY_ANY, TB_TOPOLOGY_PENDING,
                                                   NULL, NULL, NULL),
                      TB_ECONFLICT);

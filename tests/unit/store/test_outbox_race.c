@@ -49,15 +49,16 @@ static tb_status enqueue_one(racer_t *r, const json_t *payload, tb_store_err_t *
 static tb_status finish_one(racer_t *r, int index, tb_store_err_t *err)
 {
     json_t *row = NULL, *doc = NULL;
-    tb_status st = tb_store_mutation_claim(r->s, r->tid, &row, err);
+    tb_store_claim_t c;
+    tb_status st = tb_store_mutation_claim(r->s, r->tid, "racer", &row, &c, err);
     if (st)
         return st;
     if (index % 2 == 1) {
-        st = tb_store_mutation_mark_failed(r->s, tb_store_row_id(row), "odd one out", NULL, err);
+        st = tb_store_mutation_mark_failed(r->s, &c, "odd one out", false, NULL, err);
     } else {
         st = tb_store_topology_get(r->s, r->tid, &doc, err);
         if (!st)
-            st = tb_store_mutation_mark_applied(r->s, tb_store_row_id(row), doc,
+            st = tb_store_mutation_mark_applied(r->s, &c, doc,
                                                 tb_store_doc_version(doc) + 1, NULL, err);
     }
     json_decref(doc);

@@ -115,7 +115,8 @@ static void *claimer_main(void *arg)
         progress = false;
         for (int i = 0; i < N_TOPO; i++) {
             json_t *row = NULL, *doc = NULL;
-            tb_status st = tb_store_mutation_claim(s, c->tids[i], &row, NULL);
+            tb_store_claim_t claim;
+            tb_status st = tb_store_mutation_claim(s, c->tids[i], "claimer", &row, &claim, NULL);
             if (st == TB_ENOTFOUND)
                 continue;
             progress = true;
@@ -130,8 +131,8 @@ static void *claimer_main(void *arg)
             if (!twice)
                 st = tb_store_topology_get(s, c->tids[i], &doc, NULL);
             if (st == TB_OK && !twice)
-                st = tb_store_mutation_mark_applied(s, tb_store_row_id(row), doc,
-                                                    tb_store_doc_version(doc) + 1, NULL, NULL);
+                st = tb_store_mutation_mark_applied(s, &claim, doc, tb_store_doc_version(doc) + 1,
+                                                    NULL, NULL);
             if (st == TB_OK && !twice)
                 c->applied++;
             else
@@ -219,8 +220,9 @@ static void test_pg_claim_skips_locked_topology_without_waiting(void **state)
     PQclear(res);
 
     json_t *row = NULL;
+    tb_store_claim_t claim;
     long long t0 = tb_test_now_ms();
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_ENOTFOUND);
+    assert_int_equal(tb_store_mutation_claim(s, tid, "test", &row, &claim, NULL), TB_ENOTFOUND);
     long long waited = tb_test_now_ms() - t0;
     assert_null(row);
     /* Far below the 1 s lock timeout: it skipped, it did not wait. */
@@ -229,7 +231,7 @@ static void test_pg_claim_skips_locked_topology_without_waiting(void **state)
     res = PQexec(other, "COMMIT");
     PQclear(res);
     PQfinish(other);
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_claim(s, tid, "test", &row, &claim, NULL), TB_OK);
     json_decref(row);
     free(tid);
     tb_store_close(s);
@@ -242,7 +244,7 @@ enum writer_op { W_ENQUEUE, W_MARK_APPLIED, W_MARK_FAILED, W_TRANSITION, W_COUNT
 typedef struct writer {
     tb_store_t *s;
     const char *tid;
-    const char *mutation_id; /* the applying row the marks finish */
+    const tb_store_claim_t *claim; /* the applying row the marks finish */
     enum writer_op op;
     tb_status st;
     atomic_bool done;
@@ -260,11 +262,11 @@ static void *writer_main(void *arg)
     case W_MARK_APPLIED:
         w->st = tb_store_topology_get(w->s, w->tid, &doc, NULL);
         if (w->st == TB_OK)
-            w->st = tb_store_mutation_mark_applied(w->s, w->mutation_id, doc,
+            w->st = tb_store_mutation_mark_applied(w->s, w->claim, doc,
                                                    tb_store_doc_version(doc) + 1, NULL, NULL);
         break;
     case W_MARK_FAILED:
-        w->st = tb_store_mutation_mark_failed(w->s, w->mutation_id, "no", NULL, NULL);
+        w->st = tb_store_mutation_mark_failed(w->s, w->claim, "no", true, NULL, NULL);
         break;
     case W_TRANSITION:
     case W_COUNT:
@@ -325,10 +327,10 @@ static void test_pg_outbox_writers_lock_topology_before_seq(void **state)
     for (int op = W_ENQUEUE; op < W_COUNT; op++) {
         char *tid = tb_test_create_topology(s, "ordered");
         json_t *claimed = NULL;
+        tb_store_claim_t claim;
         json_decref(enqueue(s, tid, 1));
-        assert_int_equal(tb_store_mutation_claim(s, tid, &claimed, NULL), TB_OK);
-        writer_t w = {
-            .s = s, .tid = tid, .mutation_id = tb_store_row_id(claimed), .op = (enum writer_op)op};
+        assert_int_equal(tb_store_mutation_claim(s, tid, "test", &claimed, &claim, NULL), TB_OK);
+        writer_t w = {.s = s, .tid = tid, .claim = &claim, .op = (enum writer_op)op};
         atomic_init(&w.done, false);
 
         PGconn *other = PQconnectdb(pg.url);
@@ -343,7 +345,9 @@ static void test_pg_outbox_writers_lock_topology_before_seq(void **state)
         /* The claim skips a locked topology: no claim, no event. */
         long long before = outbox_max_seq(tid, "%");
         json_t *none = NULL;
-        assert_int_equal(tb_store_mutation_claim(s, tid, &none, NULL), TB_ENOTFOUND);
+        tb_store_claim_t no_claim;
+        assert_int_equal(tb_store_mutation_claim(s, tid, "test", &none, &no_claim, NULL),
+                         TB_ENOTFOUND);
         assert_int_equal(outbox_max_seq(tid, "%"), before);
 
         pthread_t th;

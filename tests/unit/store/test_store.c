@@ -18,6 +18,8 @@
 #include "store_fixture.h"
 #include "tb/topic.h"
 
+#define W "test-worker" /* the worker id these tests claim as */
+
 static void assert_keys(const json_t *obj, const char *const *keys, size_t n)
 {
     assert_true(json_is_object(obj));
@@ -328,7 +330,8 @@ static void test_store_mutation_list_filters_oldest_first(void **state)
     for (int i = 0; i < 3; i++)
         r[i] = enqueue(s, tid, i == 0 ? "a" : i == 1 ? "b" : "c");
     json_t *claimed = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &claimed, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &claimed, &c, NULL), TB_OK);
     assert_string_equal(tb_store_row_id(claimed), tb_store_row_id(r[0]));
     assert_string_equal(tb_store_row_state(claimed), "applying");
 
@@ -372,11 +375,11 @@ static void test_store_snapshot_and_in_flight_pending_applying_only(void **state
     char *tid = tb_test_create_topology(s, "q");
     json_t *r1 = enqueue(s, tid, "a"), *r2 = enqueue(s, tid, "b"), *r3 = enqueue(s, tid, "c");
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(row), "boom", NULL, NULL),
-                     TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, "boom", true, NULL, NULL), TB_OK);
     json_decref(row);
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
     assert_string_equal(tb_store_row_id(row), tb_store_row_id(r2));
 
     json_t *rows = NULL;
@@ -422,7 +425,8 @@ static void test_store_topologies_with_pending_lists_only_pending(void **state)
     json_decref(enqueue(s, busy, "a"));
     json_decref(enqueue(s, idle, "a"));
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, idle, &row, NULL), TB_OK);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, idle, W, &row, &c, NULL), TB_OK);
     json_t *ids = NULL;
     assert_int_equal(tb_store_topologies_with_pending(s, &ids, NULL), TB_OK);
     assert_true(contains_id(ids, busy));
@@ -439,26 +443,37 @@ static void test_store_claim_serialises_a_topology_in_order(void **state)
     char *tid = tb_test_create_topology(s, "q");
     tb_store_err_t err;
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, &err), TB_ENOTFOUND);
+    tb_store_claim_t c, c2;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, &err), TB_ENOTFOUND);
     assert_null(row);
     json_t *r1 = enqueue(s, tid, "a"), *r2 = enqueue(s, tid, "b");
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
     assert_string_equal(tb_store_row_id(row), tb_store_row_id(r1));
+    assert_string_equal(c.mutation_id, tb_store_row_id(r1));
+    assert_string_equal(c.topology_id, tid);
+    assert_string_equal(c.worker, W);
+    assert_int_equal(c.kind, TB_CLAIM_MUTATION);
+    assert_true(c.token > 0);
+    assert_int_equal(c.expected_version, TB_STORE_NO_VERSION);
     json_t *second = NULL;
     /* r2 waits until r1 is settled: one topology's mutations apply in order. */
-    assert_int_equal(tb_store_mutation_claim(s, tid, &second, &err), TB_ENOTFOUND);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &second, &c2, &err), TB_ENOTFOUND);
     json_t *doc = NULL;
     assert_int_equal(tb_store_topology_get(s, tid, &doc, NULL), TB_OK);
-    assert_int_equal(tb_store_mutation_mark_applied(s, tb_store_row_id(row), doc, 1, NULL, NULL),
-                     TB_OK);
-    assert_int_equal(tb_store_mutation_claim(s, tid, &second, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 1, NULL, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &second, &c2, NULL), TB_OK);
     assert_string_equal(tb_store_row_id(second), tb_store_row_id(r2));
+    /* Every claim of a topology gets a larger fencing token. */
+    assert_true(c2.token > c.token);
     json_decref(second);
-    assert_int_equal(tb_store_mutation_claim(s, "x.y", &second, &err), TB_ENOTFOUND);
+    assert_int_equal(tb_store_mutation_claim(s, "x.y", W, &second, &c2, &err), TB_ENOTFOUND);
     assert_null(second);
-    assert_int_equal(tb_store_mutation_claim(s, "t_0000000000000000", &second, &err),
+    assert_int_equal(tb_store_mutation_claim(s, "t_0000000000000000", W, &second, &c2, &err),
                      TB_ENOTFOUND);
     assert_null(second);
+    assert_int_equal(tb_store_mutation_claim(s, tid, "bad worker", &second, &c2, &err),
+                     TB_EINVAL);
+    assert_int_equal(tb_store_mutation_claim(s, tid, "", &second, &c2, &err), TB_EINVAL);
     json_decref(doc);
     json_decref(row);
     json_decref(r1);
@@ -476,39 +491,51 @@ static void test_store_mark_applied_updates_document_and_version(void **state)
     json_array_append_new(json_object_get(doc, "nodes"),
                           tb_test_json("{\"id\":\"a\",\"kind\":\"router\"}"));
     tb_store_err_t err;
-    /* Not claimed yet: wrong state. */
-    assert_int_equal(tb_store_mutation_mark_applied(s, tb_store_row_id(pending), doc, 1, NULL,
-                                                    &err),
-                     TB_ECONFLICT);
-    assert_int_equal(err.reason, TB_STORE_R_WRONG_STATE);
+    /* Not claimed yet: a forged claim is stale. */
+    tb_store_claim_t forged = {.kind = TB_CLAIM_MUTATION, .token = 1, .worker = W};
+    snprintf(forged.topology_id, sizeof forged.topology_id, "%s", tid);
+    snprintf(forged.mutation_id, sizeof forged.mutation_id, "%s", tb_store_row_id(pending));
+    assert_int_equal(tb_store_mutation_mark_applied(s, &forged, doc, 1, NULL, &err), TB_ECONFLICT);
+    assert_int_equal(err.reason, TB_STORE_R_STALE_CLAIM);
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    const char *mid = tb_store_row_id(row);
-    assert_int_equal(tb_store_mutation_mark_applied(s, mid, doc, 2, NULL, &err), TB_ECONFLICT);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 2, NULL, &err), TB_ECONFLICT);
     assert_int_equal(err.reason, TB_STORE_R_VERSION_CONFLICT);
     assert_int_equal(err.current, 0);
     json_t *bad = tb_test_json("{\"nodes\":[{\"id\":\"a\"}],\"links\":[]}");
-    assert_int_equal(tb_store_mutation_mark_applied(s, mid, bad, 1, NULL, &err), TB_EINVAL);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, bad, 1, NULL, &err), TB_EINVAL);
     json_decref(bad);
     bad = tb_test_json("{\"nodes\":[]}");
-    assert_int_equal(tb_store_mutation_mark_applied(s, mid, bad, 1, NULL, &err), TB_EINVAL);
-    assert_int_equal(tb_store_mutation_mark_applied(s, mid, doc, 0, NULL, &err), TB_EINVAL);
-    assert_int_equal(tb_store_mutation_mark_applied(s, "m_0000000000000000", doc, 1, NULL, &err),
-                     TB_ENOTFOUND);
-    assert_int_equal(tb_store_mutation_mark_applied(s, "m.x", doc, 1, NULL, &err),
-                     TB_ENOTFOUND);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, bad, 1, NULL, &err), TB_EINVAL);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 0, NULL, &err), TB_EINVAL);
+    tb_store_claim_t other = c;
+    snprintf(other.mutation_id, sizeof other.mutation_id, "m_0000000000000000");
+    assert_int_equal(tb_store_mutation_mark_applied(s, &other, doc, 1, NULL, &err), TB_ENOTFOUND);
+    snprintf(other.mutation_id, sizeof other.mutation_id, "m.x");
+    assert_int_equal(tb_store_mutation_mark_applied(s, &other, doc, 1, NULL, &err), TB_EINVAL);
+    assert_int_equal(tb_store_mutation_mark_applied(s, NULL, doc, 1, NULL, &err), TB_EINVAL);
+    /* Another worker, or an older token: refused, nothing written. */
+    other = c;
+    snprintf(other.worker, sizeof other.worker, "someone-else");
+    assert_int_equal(tb_store_mutation_mark_applied(s, &other, doc, 1, NULL, &err), TB_ECONFLICT);
+    assert_int_equal(err.reason, TB_STORE_R_STALE_CLAIM);
+    other = c;
+    other.token = c.token - 1 > 0 ? c.token - 1 : c.token + 1;
+    assert_int_equal(tb_store_mutation_mark_applied(s, &other, doc, 1, NULL, &err), TB_ECONFLICT);
+    assert_int_equal(err.reason, TB_STORE_R_STALE_CLAIM);
     json_decref(bad);
 
     json_t *applied = NULL;
-    assert_int_equal(tb_store_mutation_mark_applied(s, mid, doc, 1, &applied, &err), TB_OK);
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 1, &applied, &err), TB_OK);
     assert_string_equal(tb_store_row_state(applied), "applied");
     json_t *after = NULL;
     assert_int_equal(tb_store_topology_get(s, tid, &after, NULL), TB_OK);
     assert_int_equal(tb_store_doc_version(after), 1);
     assert_true(json_equal(json_object_get(after, "nodes"), json_object_get(doc, "nodes")));
-    /* Applied once; a second mark is a state conflict and changes nothing. */
-    assert_int_equal(tb_store_mutation_mark_applied(s, mid, doc, 2, NULL, &err), TB_ECONFLICT);
-    assert_int_equal(err.reason, TB_STORE_R_WRONG_STATE);
+    /* Applied once; a second mark is a stale claim and changes nothing. */
+    assert_int_equal(tb_store_mutation_mark_applied(s, &c, doc, 2, NULL, &err), TB_ECONFLICT);
+    assert_int_equal(err.reason, TB_STORE_R_STALE_CLAIM);
     json_decref(after);
     json_decref(applied);
     json_decref(row);
@@ -523,24 +550,33 @@ static void test_store_mark_failed_records_reason(void **state)
     char *tid = tb_test_create_topology(s, "q");
     json_t *pending = enqueue(s, tid, "a");
     tb_store_err_t err;
-    assert_int_equal(tb_store_mutation_mark_failed(s, tb_store_row_id(pending), "x", NULL, &err),
+    tb_store_claim_t forged = {.kind = TB_CLAIM_MUTATION, .token = 1, .worker = W};
+    snprintf(forged.topology_id, sizeof forged.topology_id, "%s", tid);
+    snprintf(forged.mutation_id, sizeof forged.mutation_id, "%s", tb_store_row_id(pending));
+    assert_int_equal(tb_store_mutation_mark_failed(s, &forged, "x", true, NULL, &err),
                      TB_ECONFLICT);
+    assert_int_equal(err.reason, TB_STORE_R_STALE_CLAIM);
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    const char *mid = tb_store_row_id(row);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
     char *long_reason = malloc(TB_STORE_REASON_MAX + 2);
     memset(long_reason, 'r', TB_STORE_REASON_MAX + 1);
     long_reason[TB_STORE_REASON_MAX + 1] = '\0';
-    assert_int_equal(tb_store_mutation_mark_failed(s, mid, long_reason, NULL, &err), TB_EINVAL);
-    assert_int_equal(tb_store_mutation_mark_failed(s, mid, "", NULL, &err), TB_EINVAL);
-    assert_int_equal(tb_store_mutation_mark_failed(s, mid, NULL, NULL, &err), TB_EINVAL);
-    assert_int_equal(tb_store_mutation_mark_failed(s, mid, "bad\xc3", NULL, &err), TB_EINVAL);
-    assert_int_equal(tb_store_mutation_mark_failed(s, "m_0000000000000000", "x", NULL, &err),
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, long_reason, true, NULL, &err),
+                     TB_EINVAL);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, "", true, NULL, &err), TB_EINVAL);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, NULL, true, NULL, &err), TB_EINVAL);
+    assert_int_equal(tb_store_mutation_mark_failed(s, &c, "bad\xc3", true, NULL, &err),
+                     TB_EINVAL);
+    tb_store_claim_t other = c;
+    snprintf(other.mutation_id, sizeof other.mutation_id, "m_0000000000000000");
+    assert_int_equal(tb_store_mutation_mark_failed(s, &other, "x", true, NULL, &err),
                      TB_ENOTFOUND);
     free(long_reason);
     json_t *failed = NULL;
     assert_int_equal(
-        tb_store_mutation_mark_failed(s, mid, "duplicate node id\nline 2", &failed, &err), TB_OK);
+        tb_store_mutation_mark_failed(s, &c, "duplicate node id\nline 2", true, &failed, &err),
+        TB_OK);
     assert_string_equal(tb_store_row_state(failed), "failed");
     assert_string_equal(json_string_value(json_object_get(failed, "error")),
                         "duplicate node id\nline 2");
@@ -560,26 +596,27 @@ static void test_store_recover_stale_requeues_once_then_fails(void **state)
     char *tid = tb_test_create_topology(s, "q");
     json_decref(enqueue(s, tid, "a"));
     json_t *row = NULL;
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    int64_t now = (int64_t)time(NULL) * 1000;
-    int rq = -1, fl = -1;
-    assert_int_equal(tb_store_recover_stale(s, now, &rq, &fl, NULL), TB_OK);
-    assert_int_equal(rq, 0);
-    assert_int_equal(fl, 0);
-    int64_t later = now + (TB_STORE_LEASE_DEFAULT_S + 5) * 1000;
-    assert_int_equal(tb_store_recover_stale(s, later, &rq, &fl, NULL), TB_OK);
-    assert_int_equal(rq, 1);
-    assert_int_equal(fl, 0);
+    tb_store_claim_t c;
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
+    tb_store_recovery_t out = {-1, -1};
+    /* Within the lease, by the database's clock, nothing is touched. */
+    assert_int_equal(tb_store_recover_stale(s, 0, &out, NULL), TB_OK);
+    assert_int_equal(out.requeued, 0);
+    assert_int_equal(out.failed, 0);
+    int64_t later = (TB_STORE_LEASE_DEFAULT_S + 5) * 1000;
+    assert_int_equal(tb_store_recover_stale(s, later, &out, NULL), TB_OK);
+    assert_int_equal(out.requeued, 1);
+    assert_int_equal(out.failed, 0);
     json_t *rows = NULL;
     assert_int_equal(tb_store_mutation_list(s, tid, "pending", &rows, NULL), TB_OK);
     assert_int_equal(json_array_size(rows), 1);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "attempts")), 1);
     json_decref(rows);
     json_decref(row);
-    assert_int_equal(tb_store_mutation_claim(s, tid, &row, NULL), TB_OK);
-    assert_int_equal(tb_store_recover_stale(s, later, &rq, &fl, NULL), TB_OK);
-    assert_int_equal(rq, 0);
-    assert_int_equal(fl, 1);
+    assert_int_equal(tb_store_mutation_claim(s, tid, W, &row, &c, NULL), TB_OK);
+    assert_int_equal(tb_store_recover_stale(s, later, &out, NULL), TB_OK);
+    assert_int_equal(out.requeued, 0);
+    assert_int_equal(out.failed, 1);
     assert_int_equal(tb_store_mutation_list(s, tid, "failed", &rows, NULL), TB_OK);
     assert_int_equal(json_array_size(rows), 1);
     json_t *failed = json_array_get(rows, 0);
@@ -587,7 +624,8 @@ static void test_store_recover_stale_requeues_once_then_fails(void **state)
     assert_int_equal(json_integer_value(json_object_get(failed, "attempts")), 2);
     json_decref(rows);
     json_decref(row);
-    assert_int_equal(tb_store_recover_stale(s, later, NULL, NULL, NULL), TB_OK);
+    assert_int_equal(tb_store_recover_stale(s, later, NULL, NULL), TB_OK);
+    assert_int_equal(tb_store_recover_stale(s, -1, NULL, NULL), TB_EINVAL);
     free(tid);
 }
 
