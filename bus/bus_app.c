@@ -27,6 +27,7 @@ static struct {
     char *url;
     tb_bus_options_t opts;
     char *stream_name;
+    char *client_name;
     tb_bus_t *bus;
     bool failed;        /* the last attempt failed at failed_at_ms */
     int64_t failed_at_ms;
@@ -65,6 +66,7 @@ tb_status tb_app_bus_configure(const char *url, const tb_bus_options_t *opts)
     }
     free(app.url);
     free(app.stream_name);
+    free(app.client_name);
     app.url = tb_xstrdup(url);
     if (opts)
         app.opts = *opts;
@@ -72,6 +74,8 @@ tb_status tb_app_bus_configure(const char *url, const tb_bus_options_t *opts)
         tb_bus_options_init(&app.opts);
     app.stream_name = tb_xstrdup(app.opts.stream_name ? app.opts.stream_name : "");
     app.opts.stream_name = app.stream_name;
+    app.client_name = app.opts.client_name ? tb_xstrdup(app.opts.client_name) : NULL;
+    app.opts.client_name = app.client_name;
     /* The singleton retries with its own backoff; a background retry would hide failures. */
     app.opts.retry_first_connect = false;
     app.state = APP_IDLE;
@@ -99,7 +103,7 @@ tb_bus_t *tb_app_bus(void)
     tb_bus_options_t opts = app.opts;
     pthread_mutex_unlock(&app.mu);
 
-    /* opts.stream_name stays valid: configure is refused while connecting. */
+    /* opts.stream_name and client_name stay valid: configure is refused while connecting. */
     tb_bus_t *bus = NULL;
     tb_status st = tb_bus_create(&bus, url, &opts);
     free(url);
