@@ -27,7 +27,7 @@ int tb__cmd_mutator(int argc, char **argv)
     /* Every setting is checked before anything is opened or created. */
     int rc = tb__cmd_check_mutator_settings(&cfg);
     if (!rc)
-        rc = tb__cmd_configure_bus(&cfg);
+        rc = tb__cmd_configure_bus(&cfg, "topobus-mutator");
     if (rc)
         goto out;
     rc = tb__cmd_open_store(&cfg, &store);

@@ -84,7 +84,7 @@ static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generat
         tb__cmd_error("%s", err);
         return TB_EXIT_USAGE;
     }
-    rc = tb__cmd_configure_bus(cfg);
+    rc = tb__cmd_configure_bus(cfg, "topobus-serve");
     if (!rc)
         rc = tb__cmd_open_store(cfg, &p->gw_store);
     if (!rc)

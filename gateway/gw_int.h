@@ -62,6 +62,8 @@ typedef struct gw_loop {
     struct gw_loop_topology **topics; /* hash buckets: topology id -> its streams here */
     struct gw_session *sessions;      /* every stream on this loop */
     size_t nsessions;
+    struct gw_session *dirty;         /* streams given frames by the inbox pass under way */
+    bool draining_inbox;              /* an inbox pass is under way (its end writes them) */
     int watch_epfd;                   /* EPOLLRDHUP on every stream socket */
     struct lws *watcher;              /* the epoll fd adopted as a raw file; carries the timer */
     int bus_state;                    /* tb_bus_state_t as last told */

@@ -61,6 +61,8 @@ typedef struct gw_session {
     bool resync;  /* a snapshot must replace what was dropped; queued events are dropped */
     bool holding; /* a resync snapshot is being read: queued events wait behind it */
     bool keepalive_due, dead, closing, close_after_write, write_requested;
+    bool dirty;                     /* on the loop's list of streams to write after a drain */
+    struct gw_session *dirty_next;
 } gw_session_t;
 
 /* gw_sse.c */

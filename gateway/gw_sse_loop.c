@@ -59,27 +59,31 @@ static void start_drain(gw_loop_t *loop, int64_t window_ms)
     lws_set_timer_usecs(loop->watcher, 1000);
 }
 
+/* One bus event for this loop: queued to every stream of its topology here. */
+static void handle_frame(gw_loop_t *loop, gw_frame_t *frame)
+{
+    gw_loop_topology_t *t = tb__gw_sse_topic_find(loop, frame->topology);
+    if (!t)
+        return; /* its last stream here closed since */
+    if (frame->seq > t->last_seq)
+        t->last_seq = frame->seq;
+    gw_loop_frame_t *lf = tb__gw_sse_hold(frame);
+    for (gw_session_t *s = t->sessions; s; s = s->topic_next)
+        tb__gw_sse_enqueue(s, lf);
+    tb__gw_sse_release(lf);
+}
+
 void tb__gw_sse_handle_msg(gw_loop_t *loop, const gw_msg_t *m)
 {
     switch (m->kind) {
-    case GW_MSG_EVENT: {
-        gw_loop_topology_t *t = tb__gw_sse_topic_find(loop, m->topology);
-        if (!t)
-            return;
-        if (m->frame->seq > t->last_seq)
-            t->last_seq = m->frame->seq;
-        gw_loop_frame_t *lf = tb__gw_sse_hold(m->frame);
-        for (gw_session_t *s = t->sessions; s; s = s->topic_next)
-            tb__gw_sse_enqueue(s, lf);
-        tb__gw_sse_release(lf);
+    case GW_MSG_FRAMES:
+        for (unsigned i = 0; i < m->nframes; i++)
+            handle_frame(loop, m->frames[i]);
         return;
-    }
-    case GW_MSG_DROPPED: {
-        gw_loop_topology_t *t = tb__gw_sse_topic_find(loop, m->topology);
-        for (gw_session_t *s = t ? t->sessions : NULL; s; s = s->topic_next)
-            tb__gw_sse_schedule_resync(s);
+    case GW_MSG_DROPPED:
+        /* One bus subscription carries every topology: all streams resync. */
+        for_each_session(loop, resync_one, NULL);
         return;
-    }
     case GW_MSG_DRAIN:
         start_drain(loop, loop->gw->deps.cfg->drain_s * 1000);
         return;

@@ -109,11 +109,10 @@ static bool replay(snap_job_t *j)
 static void run(gw_job_t *base)
 {
     snap_job_t *j = (snap_job_t *)base;
-    /* Subscribe before reading (CONTRACT §3). If that fails the stream still opens; the bus
-     * watcher subscribes later and the stream resyncs then. */
-    if (j->kind == SNAP_OPEN && gw_fanout_ensure(j->gw->fanout, j->topology) == TB_EBACKEND)
-        tb_log(TB_LOG_NOTICE, "sse", "topology=%s not subscribed yet; retrying", j->topology);
-    if (j->kind == SNAP_OPEN && j->resume && replay(j)) {
+    /* Subscribe before reading (CONTRACT §3): the stream registered its topology before this
+     * job was queued, so with the gateway's bus subscription in place every event from now
+     * on reaches it. Without it the stream still opens, and resyncs once it is made. */
+    if (j->kind == SNAP_OPEN && j->resume && gw_fanout_live(j->gw->fanout) && replay(j)) {
         j->resumed = true;
         return;
     }
