@@ -1,5 +1,6 @@
 # Helpers shared by the bench scripts (run.sh, topologies.sh); sourced, not run.
 # The sourcing script sets `root` (the repository) and calls bench_init first.
+# BENCH_KEEP=1 keeps the scratch directory (server logs, raw outputs) for a look.
 # Everything started through these helpers is recorded in `pids` and stopped by
 # PID at exit, however the script ends.
 
@@ -24,7 +25,11 @@ bench_cleanup() {
     for p in "${pids[@]}"; do
         timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
     done
-    rm -rf "$tmp"
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        log "bench: logs kept in $tmp"
+    else
+        rm -rf "$tmp"
+    fi
 }
 
 log() { printf '%s\n' "$*" >&2; }
@@ -157,7 +162,7 @@ stop_nats() {
 
 # start_gateway_proc PORT BUS DB LOG: a gateway for the bench; sets gw_pid.
 start_gateway_proc() {
-    TOPOBUS_LOG=warn TOPOBUS_SSE_MAX_PER_USER=0 "$topobus" gateway \
+    TOPOBUS_LOG=notice TOPOBUS_SSE_MAX_PER_USER=0 "$topobus" gateway \
         --listen "127.0.0.1:$1" --bus "$2" --db "$3" --loops "${LOOPS:-2}" >"$4" 2>&1 &
     gw_pid=$!
     pids+=("$gw_pid")

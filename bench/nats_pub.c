@@ -12,6 +12,10 @@
  *                  on a probe stream (--probe-port P --probe-path PATH, an SSE
  *                  stream on the server under test), so the publisher runs
  *                  exactly as fast as the server delivers ("saturating").
+ *                  Publishing starts once the probe has its first snapshot; a
+ *                  later snapshot (a resync: what was queued for the probe is
+ *                  gone) or a second without progress reopens the window, and
+ *                  is counted as "late".
  * --count N stops after N events; otherwise it runs until SIGTERM/SIGINT or
  * --max-seconds. Ends with a PING/PONG round trip (the server has them all),
  * then prints "pub sent= ok= errors= late= seconds= rate=" like sse_pub.
@@ -41,6 +45,7 @@ static struct {
     size_t inlen;
     bool pong;
     uint64_t sent, late, probe_seq;
+    unsigned probe_snapshots;
     char probe_buf[PROBE_CAP];
     size_t probe_len;
     unsigned long long id_prefix;
@@ -211,8 +216,13 @@ static void probe_read(void)
         char *p = g.probe_buf, *end = g.probe_buf + g.probe_len, *nl;
         while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
             uint64_t seq;
-            if (bench_find_u64(p, nl, "\"seq\":", &seq) && seq > g.probe_seq)
+            if (bench_find_u64(p, nl, "\"seq\":", &seq) && seq > g.probe_seq) {
                 g.probe_seq = seq;
+            } else if ((size_t)(nl - p) >= 15 && memcmp(p, "event: snapshot", 15) == 0) {
+                /* The first opens the stream; a later one replaced what was queued. */
+                if (g.probe_snapshots++ > 0)
+                    g.probe_seq = g.sent;
+            }
             p = nl + 1;
         }
         g.probe_len = (size_t)(end - p);
@@ -291,10 +301,21 @@ int main(int argc, char **argv)
     signal(SIGINT, on_stop);
     g.id_prefix = (unsigned long long)bench_now_ns() ^ ((unsigned long long)getpid() << 40);
     nats_connect();
-    if (g.window)
+    if (g.window) {
         probe_open();
+        uint64_t until = bench_now_ns() + 30ull * 1000000000u;
+        while (!g.probe_snapshots && bench_now_ns() < until) {
+            struct pollfd p = {.fd = g.probe_fd, .events = POLLIN};
+            poll(&p, 1, 100);
+            probe_read();
+        }
+        if (!g.probe_snapshots) {
+            fprintf(stderr, "nats_pub: the probe stream never opened\n");
+            return 1;
+        }
+    }
     uint64_t begin = bench_now_ns(), interval = g.rate ? 1000000000u / g.rate : 0;
-    uint64_t next_tick = begin, seq = 0;
+    uint64_t next_tick = begin, seq = 0, progress_at = begin, progress_seq = 0;
     while (!stop_flag && (!g.count || seq < g.count)) {
         uint64_t now = bench_now_ns();
         if (now - begin > (uint64_t)g.max_seconds * 1000000000u)
@@ -302,6 +323,14 @@ int main(int argc, char **argv)
         if (g.window) {
             struct pollfd p[2] = {{.fd = g.probe_fd, .events = POLLIN},
                                   {.fd = g.fd, .events = POLLIN}};
+            if (g.probe_seq != progress_seq) {
+                progress_seq = g.probe_seq;
+                progress_at = now;
+            }
+            if (seq - g.probe_seq >= g.window && now - progress_at > 1000000000u) {
+                g.late++; /* nothing for a second: lost on the way; open the window again */
+                g.probe_seq = seq;
+            }
             if (seq - g.probe_seq >= g.window) {
                 poll(p, 2, 100);
                 if (p[0].revents)

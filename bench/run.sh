@@ -52,7 +52,7 @@ rss_kb() { rss_kb_of "$srv_pid" $(cat "/proc/$srv_pid/task/$srv_pid/children" 2>
 start_gateway() {
     local port=$1 bus=$2 feed=$3 secret="bench-$RANDOM-$RANDOM-$RANDOM-secret-0123456789" id
     export TOPOBUS_JWT_SECRET=$secret
-    start_gateway_proc "$port" "$bus" "sqlite:$tmp/gw.db" "$tmp/gateway.log"
+    start_gateway_proc "$port" "$bus" "sqlite:$tmp/gw.db" "$tmp/gateway-$kind-$run.log"
     srv_pid=$gw_pid
     wait_port "$port"
     token=$("$topobus" token --sub bench --role viewer,editor,publisher --ttl 3600)
@@ -192,6 +192,8 @@ scenario_stream() {
     record "$kind" "$name" client_cores \
         "$(awk -v c="$(field "$win" client_cpu_s)" -v s="$secs" 'BEGIN {printf "%.2f", c / s}')"
     record "$kind" "$name" pub_errors "$(field "$pub" errors)"
+    cp "$tmp/load.out" "$tmp/load-$kind-$run-$name.out"
+    cp "$tmp/pub.out" "$tmp/pub-$kind-$run-$name.out"
 }
 
 run_one() {

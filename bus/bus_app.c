@@ -23,6 +23,7 @@ typedef enum app_state { APP_UNCONFIGURED, APP_IDLE, APP_CONNECTING, APP_OPEN, A
 
 static struct {
     pthread_mutex_t mu;
+    pthread_cond_t settled; /* a connect attempt ended (or the bus was closed) */
     app_state state;
     char *url;
     tb_bus_options_t opts;
@@ -33,7 +34,8 @@ static struct {
     int64_t failed_at_ms;
     unsigned attempts;
     int64_t (*now_ms)(void);
-} app = {.mu = PTHREAD_MUTEX_INITIALIZER, .state = APP_UNCONFIGURED};
+} app = {.mu = PTHREAD_MUTEX_INITIALIZER, .settled = PTHREAD_COND_INITIALIZER,
+         .state = APP_UNCONFIGURED};
 
 void tb__app_bus_set_clock(int64_t (*now_ms)(void))
 {
@@ -87,6 +89,9 @@ tb_status tb_app_bus_configure(const char *url, const tb_bus_options_t *opts)
 tb_bus_t *tb_app_bus(void)
 {
     pthread_mutex_lock(&app.mu);
+    /* Another thread's attempt answers for this call too (bounded by its connect timeout). */
+    while (app.state == APP_CONNECTING)
+        pthread_cond_wait(&app.settled, &app.mu);
     if (app.state == APP_OPEN) {
         tb_bus_t *bus = app.bus;
         pthread_mutex_unlock(&app.mu);
@@ -109,6 +114,7 @@ tb_bus_t *tb_app_bus(void)
     free(url);
 
     pthread_mutex_lock(&app.mu);
+    pthread_cond_broadcast(&app.settled);
     if (app.state == APP_CLOSED) {
         /* tb_app_bus_close ran meanwhile: this bus is not wanted any more. */
         pthread_mutex_unlock(&app.mu);
@@ -138,6 +144,7 @@ void tb_app_bus_close(void)
     app.bus = NULL;
     if (app.state != APP_UNCONFIGURED)
         app.state = APP_CLOSED;
+    pthread_cond_broadcast(&app.settled);
     /* A connect in flight sees APP_CLOSED and destroys its bus; settings are freed then too. */
     pthread_mutex_unlock(&app.mu);
     tb_bus_destroy(bus);

@@ -15,9 +15,10 @@
 #include "gw_int.h"
 #include "tb/alloc.h"
 #include "tb/bus.h"
+#include "tb/clock.h"
 #include "tb/log.h"
 
-enum { BUCKETS = 16384, STRIPES = 64 };
+enum { BUCKETS = 16384, STRIPES = 64, ATTACH_RETRY_MS = 1000 };
 
 #define ALL_TOPOLOGIES "topology.>"
 
@@ -44,6 +45,7 @@ struct gw_fanout {
     tb_sub_t *sub;
     atomic_bool live;          /* sub is set */
     bool failing;              /* the last attempt failed (logged once per episode) */
+    int64_t failed_at_ms;      /* when it failed: the next attempt waits ATTACH_RETRY_MS */
 };
 
 static size_t bucket_of(const char *id)
@@ -224,7 +226,7 @@ void gw_fanout_attach(gw_fanout_t *f)
     if (atomic_load(&f->live))
         return;
     tb_bus_t *bus = tb__gw_bus(f->gw);
-    if (!bus)
+    if (!bus || (f->failing && tb_clock_mono_ms() - f->failed_at_ms < ATTACH_RETRY_MS))
         return;
     static const tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped,
                                         .want = want};
@@ -235,6 +237,7 @@ void gw_fanout_attach(gw_fanout_t *f)
             tb_log(TB_LOG_WARN, "gateway", "cannot subscribe to %s (%s); retrying every second",
                    ALL_TOPOLOGIES, tb_status_str(st));
         f->failing = true;
+        f->failed_at_ms = tb_clock_mono_ms();
         return;
     }
     f->sub = sub;

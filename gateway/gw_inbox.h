@@ -34,6 +34,7 @@ typedef enum gw_msg_kind {
     GW_MSG_FRAMES,  /* frames: formatted bus events (references owned by the message) */
     GW_MSG_DROPPED, /* nothing: events were lost upstream; every stream of the loop resyncs */
     GW_MSG_DRAIN,   /* nothing: start closing streams over the drain window */
+    GW_MSG_BUS,     /* nothing: the bus state changed; streams are told */
     GW_MSG_JOB,     /* job: a worker finished it (gw_pool.h); owned by the message */
 } gw_msg_kind;
 

@@ -62,8 +62,10 @@ typedef struct gw_loop {
     struct gw_loop_topology **topics; /* hash buckets: topology id -> its streams here */
     struct gw_session *sessions;      /* every stream on this loop */
     size_t nsessions;
-    struct gw_session *dirty;         /* streams given frames by the inbox pass under way */
-    bool draining_inbox;              /* an inbox pass is under way (its end writes them) */
+    struct gw_session *dirty;         /* streams with something to write after this pass */
+    bool batching;                    /* an inbox pass or a sweep is under way: its end
+                                         writes the dirty streams (tb__gw_sse_flush) */
+    int64_t sweep_at_ms;              /* when the sweep timer fires next */
     int watch_epfd;                   /* EPOLLRDHUP on every stream socket */
     struct lws *watcher;              /* the epoll fd adopted as a raw file; carries the timer */
     int bus_state;                    /* tb_bus_state_t as last told */

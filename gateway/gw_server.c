@@ -40,7 +40,8 @@ enum {
     ACCEPT_BATCH = 64,
     STOP_WAIT_MS = 5000,
     ATTACH_RETRY_MS = 250, /* the provider's own backoff decides when a connect is tried */
-    WATCH_RETRY_MS = 1000, /* failed subscriptions are tried again this often */
+    WATCH_STATE_MS = 250,  /* the bus state is looked at this often (a subscription that
+                              failed is tried again at most once a second) */
     POOL_THREADS = 2,       /* store calls are serialised per store; two keep one slow call
                                from holding up the rest */
     POOL_CAPACITY = 4096,   /* store calls waiting; beyond it requests are answered 503 */
@@ -247,7 +248,7 @@ void tb__gw_loop_drain_inbox(gw_loop_t *loop)
 {
     /* What arrives while this runs is taken too, without another wake-up; a loop that is
      * never left alone still returns to lws after a few passes (and wakes itself). */
-    loop->draining_inbox = true;
+    loop->batching = true;
     for (unsigned pass = 1;; pass++) {
         handle_messages(loop, gw_inbox_take_all(&loop->inbox));
         if (!gw_inbox_settle(&loop->inbox))
@@ -258,7 +259,7 @@ void tb__gw_loop_drain_inbox(gw_loop_t *loop)
         }
     }
     tb__gw_sse_check_overflow(loop);
-    loop->draining_inbox = false;
+    loop->batching = false;
     /* Everything the passes queued goes out now, one write per stream. */
     tb__gw_sse_flush(loop);
 }
@@ -305,9 +306,21 @@ static void watch_sleep(tb_gateway_t *gw, int ms)
     pthread_mutex_unlock(&gw->watch_mu);
 }
 
+/* Tells the loops when the bus state changed; they tell their streams. */
+static void report_bus_state(tb_gateway_t *gw, int *last)
+{
+    int state = tb__gw_bus_state(gw);
+    if (state == *last)
+        return;
+    *last = state;
+    for (unsigned i = 0; i < gw->nloops; i++)
+        gw_inbox_push_take(&gw->loops[i].inbox, gw_msg_new(GW_MSG_BUS));
+}
+
 static void *watch_main(void *arg)
 {
     tb_gateway_t *gw = arg;
+    int last_state = tb__gw_bus_state(gw);
     while (!atomic_load(&gw->attach_stop)) {
         if (!tb__gw_bus(gw)) {
             tb_bus_t *bus = gw->deps.bus_provider(gw->deps.bus_provider_ud);
@@ -318,7 +331,8 @@ static void *watch_main(void *arg)
             }
         }
         gw_fanout_attach(gw->fanout);
-        watch_sleep(gw, tb__gw_bus(gw) ? WATCH_RETRY_MS : ATTACH_RETRY_MS);
+        report_bus_state(gw, &last_state);
+        watch_sleep(gw, tb__gw_bus(gw) ? WATCH_STATE_MS : ATTACH_RETRY_MS);
     }
     return NULL;
 }

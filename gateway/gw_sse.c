@@ -75,14 +75,14 @@ void tb__gw_sse_request_write(gw_session_t *s)
 }
 
 /*
- * A stream was given frames: during an inbox pass it is written once the pass
- * ends (tb__gw_sse_flush), with everything the pass queued for it; outside
- * one, on WRITEABLE.
+ * A stream has something to write: during an inbox pass or a sweep it is
+ * written once the pass ends (tb__gw_sse_flush), with everything the pass
+ * queued for it; outside one, on WRITEABLE.
  */
-static void want_write(gw_session_t *s)
+void tb__gw_sse_want_write(gw_session_t *s)
 {
     gw_loop_t *loop = s->loop;
-    if (!loop->draining_inbox) {
+    if (!loop->batching) {
         tb__gw_sse_request_write(s);
         return;
     }
@@ -194,7 +194,7 @@ static void enqueue(gw_session_t *s, gw_loop_frame_t *lf, bool check)
                           atomic_load_explicit(&s->loop->frames_queued, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     if (s->phase == GW_SSE_STREAMING && !s->holding)
-        want_write(s);
+        tb__gw_sse_want_write(s);
 }
 
 void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
@@ -345,7 +345,6 @@ static int send_headers(gw_session_t *s)
     s->last_write_ms = tb_clock_mono_ms();
     atomic_fetch_add(&s->loop->gw->counters.sse_open, 1);
     atomic_fetch_add(&s->loop->gw->counters.sse_opened, 1);
-    tb__gw_sse_request_write(s);
     return 0;
 }
 
@@ -406,6 +405,23 @@ static int write_queued(gw_session_t *s, int64_t now_ms)
     return 0;
 }
 
+/* A keepalive that fell due goes out only if nothing else does. */
+static void add_keepalive(gw_session_t *s)
+{
+    if (s->keepalive_due && s->control.len == 0 && (s->count == 0 || s->holding))
+        tb_sse_format_comment(&s->control, "keepalive");
+    s->keepalive_due = false;
+}
+
+/* Sends what s has, its headers first if they have not gone yet. -1 if the socket failed. */
+static int write_now(gw_session_t *s, int64_t now_ms)
+{
+    if (s->phase == GW_SSE_HEADERS && send_headers(s) < 0)
+        return -1;
+    add_keepalive(s);
+    return write_queued(s, now_ms);
+}
+
 int tb__gw_sse_writeable(gw_request_t *req)
 {
     gw_session_t *s = req->sse;
@@ -414,12 +430,7 @@ int tb__gw_sse_writeable(gw_request_t *req)
         return -1;
     if (s->phase == GW_SSE_OPENING)
         return 0; /* nothing goes out before the opening read answered */
-    if (s->phase == GW_SSE_HEADERS)
-        return send_headers(s);
-    if (s->keepalive_due && s->control.len == 0 && (s->count == 0 || s->holding))
-        tb_sse_format_comment(&s->control, "keepalive");
-    s->keepalive_due = false;
-    if (write_queued(s, tb_clock_mono_ms()) < 0)
+    if (write_now(s, tb_clock_mono_ms()) < 0)
         return -1;
     if (s->control.len == 0 && (s->count == 0 || s->holding) && s->close_after_write)
         return -1;
@@ -436,11 +447,13 @@ void tb__gw_sse_flush(gw_loop_t *loop)
         s->dirty = false;
         s->dirty_next = NULL;
         struct lws *wsi = s->req->wsi;
-        if (s->dead || s->closing || s->phase != GW_SSE_STREAMING || s->close_after_write) {
-            /* Left to WRITEABLE, which closes or finishes it. */
+        if (s->phase == GW_SSE_OPENING) {
+            /* Nothing goes out before the opening read answered. */
+        } else if (s->dead || s->closing || s->close_after_write) {
+            tb__gw_sse_request_write(s); /* WRITEABLE closes it, or finishes it first */
         } else if (lws_partial_buffered(wsi)) {
             tb__gw_sse_request_write(s); /* lws sends its own backlog first */
-        } else if (write_queued(s, now) < 0) {
+        } else if (write_now(s, now) < 0) {
             /* Outside its own callback a stream cannot be closed by returning -1. */
             s->dead = true;
             lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);

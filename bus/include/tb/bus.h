@@ -306,9 +306,10 @@ tb_status tb_app_bus_configure(const char *url, const tb_bus_options_t *opts);
 /**
  * The process bus, connecting on first use. If the connect fails it returns
  * NULL ("unavailable") and does not try again for 2 s; the next call after
- * that retries. NULL also before configuration, after tb_app_bus_close, and
- * while another thread is connecting. The first connect does not retry in
- * the background (retry_first_connect is forced off): the singleton retries.
+ * that retries. NULL also before configuration and after tb_app_bus_close.
+ * A call while another thread is connecting waits for that attempt and
+ * answers with its result. The first connect does not retry in the
+ * background (retry_first_connect is forced off): the singleton retries.
  * Borrowed pointer, valid until tb_app_bus_close.
  */
 tb_bus_t *tb_app_bus(void);
