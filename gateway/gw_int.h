@@ -199,8 +199,11 @@ void tb__gw_metrics_get(gw_request_t *req);
 /**
  * Writes the status line and headers of req's response (content_len may be
  * LWS_ILLEGAL_HTTP_CONTENT_LEN for a stream), with the extra headers and CORS.
+ * With lead (may be NULL), the front of lead's text goes out in the same
+ * write, as much as fits, and is removed from lead: one send instead of two.
  */
-int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len);
+int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len,
+                         tb_buf_t *lead);
 /** Writes the access-log line of req. */
 void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note);
 /**

@@ -332,8 +332,14 @@ void tb__gw_sse_open(gw_request_t *req)
 static int send_headers(gw_session_t *s)
 {
     gw_request_t *req = s->req;
-    if (tb__gw_write_headers(req, "no-cache, no-transform", LWS_ILLEGAL_HTTP_CONTENT_LEN))
+    /* The retry line and whatever follows it (snapshot, replay) share the headers' write. */
+    size_t before = s->control.len;
+    if (tb__gw_write_headers(req, "no-cache, no-transform", LWS_ILLEGAL_HTTP_CONTENT_LEN,
+                             &s->control))
         return -1;
+    s->bytes_sent += before - s->control.len;
+    if (s->control.len == 0)
+        tb_buf_cleanup(&s->control); /* a snapshot's worth of capacity is not kept idle */
     lws_http_mark_sse(req->wsi);
     tb__gw_request_shed(req);
     s->phase = GW_SSE_STREAMING;
