@@ -16,6 +16,11 @@
  *                  later snapshot (a resync: what was queued for the probe is
  *                  gone) or a second without progress reopens the window, and
  *                  is counted as "late".
+ *   --window W --counter-file F --streams N
+ *                  closed loop on every stream: at most W events published
+ *                  and not yet delivered to all N streams of sse_load
+ *                  --counter-file F (its running total of deliveries); a
+ *                  second without progress reopens the window ("late").
  * --count N stops after N events; otherwise it runs until SIGTERM/SIGINT or
  * --max-seconds. Ends with a PING/PONG round trip (the server has them all),
  * then prints "pub sent= ok= errors= late= seconds= rate=" like sse_pub.
@@ -24,7 +29,9 @@
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 
 #include "bench_common.h"
@@ -46,6 +53,8 @@ static struct {
     bool pong;
     uint64_t sent, late, probe_seq;
     unsigned probe_snapshots;
+    const _Atomic uint64_t *counter; /* --counter-file: sse_load's total deliveries */
+    uint64_t streams, counter_base;
     char probe_buf[PROBE_CAP];
     size_t probe_len;
     unsigned long long id_prefix;
@@ -232,6 +241,25 @@ static void probe_read(void)
     }
 }
 
+/* ---- the delivery counter (closed loop on every stream) ------------------------ */
+
+static void open_counter(const char *file)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die(file);
+    g.counter = mmap(NULL, sizeof *g.counter, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (g.counter == MAP_FAILED)
+        die("mmap the counter");
+}
+
+/* Events every stream has received since this publisher started (deliveries / streams). */
+static uint64_t delivered_everywhere(void)
+{
+    return (atomic_load_explicit(g.counter, memory_order_acquire) - g.counter_base) / g.streams;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void read_subjects(const char *file)
@@ -258,7 +286,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: nats_pub [--host H] [--port 4222] (--subject S | --subjects FILE)\n"
-            "                [--rate R | --window W --probe-port P --probe-path PATH]\n"
+            "                [--rate R | --window W (--probe-port P --probe-path PATH |\n"
+            "                                        --counter-file F --streams N)]\n"
             "                [--count N] [--pad B] [--max-seconds S]\n");
     exit(2);
 }
@@ -269,7 +298,8 @@ static void parse_args(int argc, char **argv)
         {"host", 1, 0, 'h'},       {"port", 1, 0, 'p'},       {"subject", 1, 0, 's'},
         {"subjects", 1, 0, 'S'},   {"rate", 1, 0, 'r'},       {"window", 1, 0, 'w'},
         {"probe-port", 1, 0, 'P'}, {"probe-path", 1, 0, 'U'}, {"count", 1, 0, 'n'},
-        {"pad", 1, 0, 'd'},        {"max-seconds", 1, 0, 'm'}, {0, 0, 0, 0}};
+        {"pad", 1, 0, 'd'},        {"max-seconds", 1, 0, 'm'}, {"counter-file", 1, 0, 'C'},
+        {"streams", 1, 0, 'N'},    {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -284,12 +314,16 @@ static void parse_args(int argc, char **argv)
         case 'n': g.count = strtoull(optarg, NULL, 10); break;
         case 'd': g.pad = (unsigned)atoi(optarg); break;
         case 'm': g.max_seconds = (unsigned)atoi(optarg); break;
+        case 'C': open_counter(optarg); break;
+        case 'N': g.streams = strtoull(optarg, NULL, 10); break;
         default: usage();
         }
     }
     if (!g.subject && !g.nsubjects)
         usage();
-    if (g.window && (!g.probe_port || !g.probe_path))
+    if (g.window && !g.counter && (!g.probe_port || !g.probe_path))
+        usage();
+    if (g.counter && !g.streams)
         usage();
 }
 
@@ -301,7 +335,9 @@ int main(int argc, char **argv)
     signal(SIGINT, on_stop);
     g.id_prefix = (unsigned long long)bench_now_ns() ^ ((unsigned long long)getpid() << 40);
     nats_connect();
-    if (g.window) {
+    if (g.counter)
+        g.counter_base = atomic_load(g.counter);
+    else if (g.window) {
         probe_open();
         uint64_t until = bench_now_ns() + 30ull * 1000000000u;
         while (!g.probe_snapshots && bench_now_ns() < until) {
@@ -320,7 +356,25 @@ int main(int argc, char **argv)
         uint64_t now = bench_now_ns();
         if (now - begin > (uint64_t)g.max_seconds * 1000000000u)
             break;
-        if (g.window) {
+        if (g.window && g.counter) {
+            uint64_t done = delivered_everywhere();
+            if (done != progress_seq) {
+                progress_seq = done;
+                progress_at = now;
+            }
+            if (seq - done >= g.window) {
+                if (now - progress_at > 1000000000u) {
+                    g.late++; /* nothing for a second: lost on the way; go on */
+                    g.counter_base -= (seq - done) * g.streams;
+                    continue;
+                }
+                read_server(0);
+                nanosleep(&(struct timespec){0, 50000}, NULL);
+                continue;
+            }
+            publish_one(++seq);
+            flush_out();
+        } else if (g.window) {
             struct pollfd p[2] = {{.fd = g.probe_fd, .events = POLLIN},
                                   {.fd = g.fd, .events = POLLIN}};
             if (g.probe_seq != progress_seq) {

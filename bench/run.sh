@@ -14,8 +14,8 @@
 #   rate20 STREAMS streams, one publisher at 20 events/s: p50/p99, CPU/delivery
 #   sat    STREAMS streams, publishers as fast as answered (HTTP: PUB_CONNS
 #          connections, one request in flight each; NATS: at most NATS_WINDOW
-#          events published and not yet seen on a probe stream): deliveries/s,
-#          CPU/delivery
+#          events published and not yet delivered to every stream, as the load
+#          client counts them): deliveries/s, CPU/delivery
 # Server CPU is utime+stime from /proc/<pid>/stat over the measured window
 # (nginx: master + workers; gw-nats*: gateway + nats-server); "other" is the
 # rest of the machine's busy CPU in the same window (client, publisher, and
@@ -61,7 +61,7 @@ start_gateway() {
     sub_path="/topologies/$id/events?token=$token"
     if [ "$feed" = nats ]; then
         pub_cmd=("$build/bench/nats_pub" --port "$nats_port" --subject "topology.$id.tick")
-        pub_sat=(--window "$NATS_WINDOW" --probe-port "$port" --probe-path "$sub_path")
+        pub_sat=(--window "$NATS_WINDOW" --counter-file "$tmp/counter" --streams "$STREAMS")
     else
         pub_cmd=("$build/bench/sse_pub" --port "$port" --path /publish
             --topic "topology.$id.tick" --token "$token")
@@ -123,7 +123,7 @@ start_bare() {
 start_load() {
     "$build/bench/sse_load" --port "$port" --path "$sub_path" --streams "$1" \
         --threads "${2:-1}" --inflight 128 --connect-timeout 120 --max-seconds 600 \
-        >"$tmp/load.out" 2>&1 &
+        --counter-file "$tmp/counter" >"$tmp/load.out" 2>&1 &
     load_pid=$!
     pids+=("$load_pid")
     wait_line "$tmp/load.out" '^ready' 180

@@ -23,6 +23,11 @@
  *   SIGTERM/SIGINT (or --max-seconds) prints "total ..." and exits.
  * "ready connected=N failed=F seconds=S" is printed once every stream has
  * answered or the connect phase timed out (S: from start to that moment).
+ *
+ * --counter-file F keeps the running total of deliveries in F (8 bytes,
+ * shared memory), so a publisher (nats_pub --counter-file) can hold back
+ * until every stream has what it published: a closed loop on the slowest
+ * stream rather than on one probe.
  */
 #define _GNU_SOURCE
 #include <getopt.h>
@@ -32,6 +37,7 @@
 #include <stdbool.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 
 #include "bench_common.h"
 
@@ -63,6 +69,7 @@ static struct {
     const char *host, *path, *bind, *hist_out;
     char **paths; /* --paths: one request path per line */
     unsigned npaths;
+    _Atomic uint64_t *counter; /* --counter-file: total deliveries, shared with a publisher */
     int port;
     unsigned streams, threads, inflight, connect_timeout_s, max_seconds;
     atomic_bool measuring, stop;
@@ -306,8 +313,12 @@ static void *worker_main(void *arg)
             atomic_fetch_add(&g.ready_threads, 1);
         }
         int n = epoll_wait(w->epfd, evs, 512, 50);
+        uint64_t before = atomic_load_explicit(&w->total_deliveries, memory_order_relaxed);
         for (int i = 0; i < n; i++)
             on_event(w, evs[i].data.ptr, evs[i].events, buf);
+        uint64_t got = atomic_load_explicit(&w->total_deliveries, memory_order_relaxed) - before;
+        if (g.counter && got)
+            atomic_fetch_add_explicit(g.counter, got, memory_order_release);
     }
     free(buf);
     return NULL;
@@ -334,7 +345,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: sse_load --port P [--host H] [--path /p | --paths FILE] [--bind ADDR]\n"
                     "                [--streams N] [--threads T] [--inflight K] [--connect-timeout S]\n"
-                    "                [--max-seconds S] [--hist-out FILE]\n");
+                    "                [--max-seconds S] [--hist-out FILE] [--counter-file FILE]\n");
     exit(2);
 }
 
@@ -364,13 +375,29 @@ static void read_paths(const char *file)
     }
 }
 
+static void open_counter(const char *file)
+{
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, sizeof *g.counter) != 0) {
+        fprintf(stderr, "sse_load: cannot create %s\n", file);
+        exit(2);
+    }
+    g.counter = mmap(NULL, sizeof *g.counter, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (g.counter == MAP_FAILED) {
+        fprintf(stderr, "sse_load: cannot map %s\n", file);
+        exit(2);
+    }
+}
+
 static void parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},     {"path", 1, 0, 'u'},
         {"streams", 1, 0, 'n'},  {"threads", 1, 0, 't'},  {"inflight", 1, 0, 'i'},
         {"connect-timeout", 1, 0, 'c'}, {"max-seconds", 1, 0, 'm'}, {"paths", 1, 0, 'P'},
-        {"bind", 1, 0, 'b'},     {"hist-out", 1, 0, 'o'},  {0, 0, 0, 0}};
+        {"bind", 1, 0, 'b'},     {"hist-out", 1, 0, 'o'},  {"counter-file", 1, 0, 'C'},
+        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -385,6 +412,7 @@ static void parse_args(int argc, char **argv)
         case 'P': read_paths(optarg); break;
         case 'b': g.bind = optarg; break;
         case 'o': g.hist_out = optarg; break;
+        case 'C': open_counter(optarg); break;
         default: usage();
         }
     }
