@@ -106,8 +106,9 @@ static inline void bench_set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-/* Starts a non-blocking connect to host:port; returns the fd or -1. */
-static inline int bench_connect(const char *host, int port)
+/* Starts a non-blocking connect to host:port from source address src (NULL: any); returns
+ * the fd or -1. */
+static inline int bench_connect_from(const char *src, const char *host, int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
@@ -116,11 +117,25 @@ static inline int bench_connect(const char *host, int port)
     if (fd < 0)
         return -1;
     bench_set_nodelay(fd);
+    if (src) {
+        struct sockaddr_in from = {.sin_family = AF_INET, .sin_port = 0};
+        if (inet_pton(AF_INET, src, &from.sin_addr) != 1 ||
+            bind(fd, (struct sockaddr *)&from, sizeof from) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
     return fd;
+}
+
+/* Starts a non-blocking connect to host:port; returns the fd or -1. */
+static inline int bench_connect(const char *host, int port)
+{
+    return bench_connect_from(NULL, host, port);
 }
 
 /* Parses "<digits>" after key in [p, end); returns 1 and sets *out if found. */

@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# The fan-out scale check (issue 6): the gateway against nginx + nchan and the
-# bare epoll broadcaster, interleaved in one session, each run on a fresh
-# server on a free loopback port. Per run and server:
+# The fan-out check: the gateway against nginx + nchan and the bare epoll
+# broadcaster, interleaved in one session, each run on a fresh server on a
+# free loopback port. Servers ("kinds"):
+#   gateway       topobus gateway on the in-process bus (mem://), fed by POST /publish
+#   gw-nats       topobus gateway on NATS + JetStream, fed the production way: a plain
+#                 NATS client publishing envelopes (bench/nats_pub)
+#   gw-nats-http  topobus gateway on NATS + JetStream, fed by POST /publish
+#   nchan         nginx + nchan, fed by its POST /pub
+#   bare          bench/epoll_bcast, fed by POST
+# Per run and server:
 #   idle   N_IDLE streams held: (RSS with them - RSS before) / connected
+#          (gateway, nchan, bare; many topologies: bench/topologies.sh)
 #   rate20 STREAMS streams, one publisher at 20 events/s: p50/p99, CPU/delivery
-#   sat    STREAMS streams, PUB_CONNS publishers as fast as answered:
-#          deliveries/s, CPU/delivery
+#   sat    STREAMS streams, publishers as fast as answered (HTTP: PUB_CONNS
+#          connections, one request in flight each; NATS: at most NATS_WINDOW
+#          events published and not yet delivered to every stream, as the load
+#          client counts them): deliveries/s, CPU/delivery
 # Server CPU is utime+stime from /proc/<pid>/stat over the measured window
-# (nginx: master + workers); "other" is the rest of the machine's busy CPU
-# in the same window (client, publisher, and anything else running).
+# (nginx: master + workers; gw-nats*: gateway + nats-server); "other" is the
+# rest of the machine's busy CPU in the same window (client, publisher, and
+# anything else running). Each scenario first waits (up to BENCH_QUIET_WAIT s)
+# for the 1-minute load to fall below 2 and records the load it starts at.
 # Prints one table of medians and leaves raw figures in $BENCH_OUT (default
 # a temp dir that is removed). Everything it starts is stopped by PID.
 #
-# usage: bench/run.sh [RUNS]    env: N_IDLE STREAMS LOOPS WINDOW_S PUB_CONNS
+# usage: bench/run.sh [RUNS]
+#   env: N_IDLE STREAMS LOOPS WINDOW_S PUB_CONNS NATS_WINDOW KINDS BENCH_OUT TOPOBUS
 set -euo pipefail
 
 RUNS=${1:-3}
@@ -21,127 +34,39 @@ STREAMS=${STREAMS:-1000}
 LOOPS=${LOOPS:-2}
 WINDOW_S=${WINDOW_S:-8}
 PUB_CONNS=${PUB_CONNS:-4}
+NATS_WINDOW=${NATS_WINDOW:-8}
+KINDS=${KINDS:-gateway gw-nats gw-nats-http nchan bare}
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$root/build/release
-tmp=$(mktemp -d /tmp/tb-bench.XXXXXX)
-raw=${BENCH_OUT:-$tmp}/raw.tsv
-mkdir -p "$(dirname "$raw")"
-: >"$raw"
-pids=()
-hz=$(getconf CLK_TCK)
+. "$root/bench/lib.sh"
+bench_init
 
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s\n' "$*" >&2; }
-
-install_missing() {
-    "$root/scripts/deps.sh" run
-    local missing=()
-    for p in nginx-light libnginx-mod-nchan curl; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        log "bench: installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "${missing[@]}" >/dev/null
-        # The package starts a system nginx on :80; the bench runs its own.
-        systemctl disable --now nginx >/dev/null 2>&1 || true
-    fi
-}
-
-build_all() {
-    (cd "$root" && cmake --preset release >/dev/null &&
-        cmake -S . -B build/release -DTB_BENCH=ON >/dev/null &&
-        cmake --build build/release >/dev/null)
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    local port=$1 i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "bench: nothing listens on $port"
-    return 1
-}
-
-# wait_line FILE REGEX SECONDS
-wait_line() {
-    local i
-    for i in $(seq $(($3 * 10))); do
-        grep -qE "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "bench: timed out waiting for '$2' in $1"
-    return 1
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || true
-    timeout 15 tail --pid="$1" -f /dev/null 2>/dev/null || kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    forget_pid "$1"
-}
-
-# Server processes to account: the main pid plus its child processes (nginx workers).
+# Server processes to account: the main pid plus its child processes (nginx workers),
+# plus nats-server when the gateway runs on it.
 server_pids() {
-    echo "$srv_pid" $(cat "/proc/$srv_pid/task/$srv_pid/children" 2>/dev/null)
+    echo "$srv_pid" $(cat "/proc/$srv_pid/task/$srv_pid/children" 2>/dev/null) ${extra_pid:-}
 }
 
-cpu_ticks() {
-    local sum=0 p v
-    for p in $(server_pids); do
-        v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-        sum=$((sum + v))
-    done
-    echo "$sum"
-}
-
-rss_kb() {
-    local sum=0 p v
-    for p in $(server_pids); do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        sum=$((sum + v))
-    done
-    echo "$sum"
-}
-
-busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+cpu_ticks() { cpu_ticks_of $(server_pids); }
+rss_kb() { rss_kb_of "$srv_pid" $(cat "/proc/$srv_pid/task/$srv_pid/children" 2>/dev/null); }
 
 start_gateway() {
-    local port=$1 secret="bench-$RANDOM-$RANDOM-$RANDOM-secret-0123456789" id
+    local port=$1 bus=$2 feed=$3 secret="bench-$RANDOM-$RANDOM-$RANDOM-secret-0123456789" id
     export TOPOBUS_JWT_SECRET=$secret
-    TOPOBUS_LOG=warn TOPOBUS_SSE_MAX_PER_USER=0 "$build/cmd/topobus" gateway \
-        --listen "127.0.0.1:$port" --bus mem:// --db "sqlite:$tmp/gw.db" --loops "$LOOPS" \
-        >"$tmp/gateway.log" 2>&1 &
-    srv_pid=$!
-    pids+=("$srv_pid")
+    start_gateway_proc "$port" "$bus" "sqlite:$tmp/gw.db" "$tmp/gateway-$kind-$run.log"
+    srv_pid=$gw_pid
     wait_port "$port"
-    token=$("$build/cmd/topobus" token --sub bench --role viewer,editor,publisher --ttl 3600)
+    token=$("$topobus" token --sub bench --role viewer,editor,publisher --ttl 3600)
     id=$(curl -sf -m 5 -XPOST -H "Authorization: Bearer $token" -d '{"name":"bench"}' \
         "http://127.0.0.1:$port/topologies" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
     sub_path="/topologies/$id/events?token=$token"
-    pub_args=(--path /publish --topic "topology.$id.tick" --token "$token")
+    if [ "$feed" = nats ]; then
+        pub_cmd=("$build/bench/nats_pub" --port "$nats_port" --subject "topology.$id.tick")
+        pub_sat=(--window "$NATS_WINDOW" --counter-file "$tmp/counter" --streams "$STREAMS")
+    else
+        pub_cmd=("$build/bench/sse_pub" --port "$port" --path /publish
+            --topic "topology.$id.tick" --token "$token")
+        pub_sat=(--rate 0 --conns "$PUB_CONNS")
+    fi
 }
 
 start_nchan() {
@@ -181,7 +106,8 @@ EOF
     pids+=("$srv_pid")
     wait_port "$port"
     sub_path=/sub
-    pub_args=(--path /pub)
+    pub_cmd=("$build/bench/sse_pub" --port "$port" --path /pub)
+    pub_sat=(--rate 0 --conns "$PUB_CONNS")
 }
 
 start_bare() {
@@ -190,25 +116,22 @@ start_bare() {
     pids+=("$srv_pid")
     wait_port "$1"
     sub_path=/sub
-    pub_args=(--path /pub)
+    pub_cmd=("$build/bench/sse_pub" --port "$1" --path /pub)
+    pub_sat=(--rate 0 --conns "$PUB_CONNS")
 }
-
-# field LINE KEY -> value of KEY=value in LINE
-field() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" <<<"$1"; }
-
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$raw"; }
 
 start_load() {
     "$build/bench/sse_load" --port "$port" --path "$sub_path" --streams "$1" \
         --threads "${2:-1}" --inflight 128 --connect-timeout 120 --max-seconds 600 \
-        >"$tmp/load.out" 2>&1 &
+        --counter-file "$tmp/counter" >"$tmp/load.out" 2>&1 &
     load_pid=$!
     pids+=("$load_pid")
     wait_line "$tmp/load.out" '^ready' 180
 }
 
 scenario_idle() {
-    local kind=$1 before after conn
+    local kind=$1 before after conn load
+    load=$(wait_quiet)
     sleep 1
     before=$(rss_kb)
     start_load "$N_IDLE" 1
@@ -216,17 +139,19 @@ scenario_idle() {
     after=$(rss_kb)
     conn=$(field "$(grep '^ready' "$tmp/load.out")" connected)
     stop_pid "$load_pid"
+    record "$kind" idle load1 "$load"
     record "$kind" idle connected "$conn"
     record "$kind" idle rss_before_kb "$before"
     record "$kind" idle bytes_per_stream "$(((after - before) * 1024 / (conn > 0 ? conn : 1)))"
 }
 
-# scenario_stream KIND NAME RATE CONNS
+# scenario_stream KIND NAME PUBLISHER-ARGS...
 scenario_stream() {
-    local kind=$1 name=$2 c0 c1 b0 b1 win pub tot deliv cpu_s secs
+    local kind=$1 name=$2 c0 c1 b0 b1 win pub tot deliv cpu_s secs load
+    shift 2
+    load=$(wait_quiet)
     start_load "$STREAMS" 1
-    "$build/bench/sse_pub" --port "$port" "${pub_args[@]}" --rate "$3" --conns "$4" \
-        --max-seconds $((WINDOW_S + 30)) >"$tmp/pub.out" 2>&1 &
+    "${pub_cmd[@]}" "$@" --max-seconds $((WINDOW_S + 30)) >"$tmp/pub.out" 2>&1 &
     local pub_pid=$!
     pids+=("$pub_pid")
     sleep 2
@@ -247,6 +172,7 @@ scenario_stream() {
     deliv=$(field "$win" deliveries)
     secs=$(field "$win" seconds)
     cpu_s=$(awk -v t=$((c1 - c0)) -v hz="$hz" 'BEGIN {print t / hz}')
+    record "$kind" "$name" load1 "$load"
     record "$kind" "$name" dps "$(field "$win" dps)"
     record "$kind" "$name" p50_ms "$(awk -v v="$(field "$win" p50_us)" 'BEGIN {print v / 1000}')"
     record "$kind" "$name" p99_ms "$(awk -v v="$(field "$win" p99_us)" 'BEGIN {print v / 1000}')"
@@ -261,53 +187,61 @@ scenario_stream() {
         -v ok="$(field "$pub" ok)" -v n="$STREAMS" 'BEGIN {printf "%.1f", (ok > 0 ? 100 * d / (ok * n) : 0)}')"
     # The gateway opens every stream with a snapshot; any further one is a resync.
     local initial=0
-    [ "$kind" = gateway ] && initial=$STREAMS
+    case $kind in gateway | gw-*) initial=$STREAMS ;; esac
     record "$kind" "$name" resyncs "$(($(field "$tot" snapshots) - initial))"
     record "$kind" "$name" client_cores \
         "$(awk -v c="$(field "$win" client_cpu_s)" -v s="$secs" 'BEGIN {printf "%.2f", c / s}')"
     record "$kind" "$name" pub_errors "$(field "$pub" errors)"
+    cp "$tmp/load.out" "$tmp/load-$kind-$run-$name.out"
+    cp "$tmp/pub.out" "$tmp/pub-$kind-$run-$name.out"
 }
 
 run_one() {
     local kind=$1 run=$2
     port=$(free_port)
+    extra_pid=
     log "bench: run $run $kind on 127.0.0.1:$port"
     case $kind in
-    gateway) start_gateway "$port" ;;
+    gateway) start_gateway "$port" mem:// http ;;
+    gw-nats | gw-nats-http)
+        start_nats
+        extra_pid=$nats_pid
+        start_gateway "$port" "$nats_url" "$([ "$kind" = gw-nats ] && echo nats || echo http)"
+        ;;
     nchan) start_nchan "$port" ;;
     bare) start_bare "$port" ;;
     esac
-    scenario_idle "$kind"
-    scenario_stream "$kind" rate20 20 1
-    scenario_stream "$kind" sat 0 "$PUB_CONNS"
+    # Idle memory on one topology does not depend on the bus; topologies.sh measures NATS.
+    case $kind in gw-*) ;; *) scenario_idle "$kind" ;; esac
+    scenario_stream "$kind" rate20 --rate 20
+    scenario_stream "$kind" sat "${pub_sat[@]}"
     stop_pid "$srv_pid"
+    [ -n "$extra_pid" ] && stop_nats
     rm -f "$tmp"/gw.db*
 }
 
-median() {
-    awk -F'\t' -v k="$1" -v s="$2" -v m="$3" '$1 == k && $2 == s && $3 == m {print $4}' "$raw" |
-        sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2];
-            else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-
 print_table() {
-    local s m
-    printf '\n%-8s %-20s %12s %12s %12s\n' scenario figure gateway nchan bare
+    local s m k kinds=($KINDS)
+    printf '\n%-8s %-20s' scenario figure
+    for k in "${kinds[@]}"; do printf ' %12s' "$k"; done
+    printf '\n'
     for s in idle rate20 sat; do
-        for m in connected bytes_per_stream dps p50_ms p99_ms cpu_us_per_delivery server_cores \
-            client_cores other_cores publishes_per_s delivered_pct resyncs pub_errors; do
-            [ "$(median gateway "$s" "$m")" = - ] && continue
-            printf '%-8s %-20s %12s %12s %12s\n' "$s" "$m" "$(median gateway "$s" "$m")" \
-                "$(median nchan "$s" "$m")" "$(median bare "$s" "$m")"
+        for m in load1 connected bytes_per_stream dps p50_ms p99_ms cpu_us_per_delivery \
+            server_cores client_cores other_cores publishes_per_s delivered_pct resyncs pub_errors; do
+            local any=-
+            for k in "${kinds[@]}"; do [ "$(median "$k" "$s" "$m")" != - ] && any=y; done
+            [ "$any" = - ] && continue
+            printf '%-8s %-20s' "$s" "$m"
+            for k in "${kinds[@]}"; do printf ' %12s' "$(median "$k" "$s" "$m")"; done
+            printf '\n'
         done
     done
 }
 
-install_missing
-build_all
+bench_prepare
 log "bench: $(nproc) cores, $RUNS runs, $N_IDLE idle streams, $STREAMS streams, $LOOPS loops/workers/threads"
 for run in $(seq "$RUNS"); do
-    for kind in gateway nchan bare; do
+    for kind in $KINDS; do
         run_one "$kind" "$run"
     done
 done

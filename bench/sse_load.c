@@ -8,12 +8,26 @@
  * its latency is the time of the read() that completed it minus that stamp.
  * Snapshot frames (the gateway's resyncs) are counted apart.
  *
+ * Paths: every stream asks for --path, or with --paths FILE stream k asks
+ * for line k (mod the number of lines), e.g. one topology per stream.
+ * --bind ADDR connects from that source address (127.0.0.x), so that many
+ * client processes together can hold more streams than one address has
+ * ephemeral ports.
+ *
  * Threads: --threads workers, each with its own epoll and its own streams,
  * histogram and counters. The main thread only handles signals:
  *   SIGUSR1 opens the measured window, SIGUSR2 closes it and prints
- *   "window ...", SIGTERM/SIGINT (or --max-seconds) prints "total ..." and exits.
- * "ready connected=N failed=F" is printed once every stream has answered or
- * the connect phase timed out.
+ *   "window ..." (and writes the window's latency histogram to --hist-out,
+ *   one "bucket count" line per non-empty bucket, for merging across
+ *   processes), SIGHUP prints "count ..." (totals so far, nothing reset),
+ *   SIGTERM/SIGINT (or --max-seconds) prints "total ..." and exits.
+ * "ready connected=N failed=F seconds=S" is printed once every stream has
+ * answered or the connect phase timed out (S: from start to that moment).
+ *
+ * --counter-file F keeps the running total of deliveries in F (8 bytes,
+ * shared memory), so a publisher (nats_pub --counter-file) can hold back
+ * until every stream has what it published: a closed loop on the slowest
+ * stream rather than on one probe.
  */
 #define _GNU_SOURCE
 #include <getopt.h>
@@ -23,6 +37,7 @@
 #include <stdbool.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 
 #include "bench_common.h"
 
@@ -51,7 +66,10 @@ typedef struct worker {
 } worker_t;
 
 static struct {
-    const char *host, *path;
+    const char *host, *path, *bind, *hist_out;
+    char **paths; /* --paths: one request path per line */
+    unsigned npaths;
+    _Atomic uint64_t *counter; /* --counter-file: total deliveries, shared with a publisher */
     int port;
     unsigned streams, threads, inflight, connect_timeout_s, max_seconds;
     atomic_bool measuring, stop;
@@ -232,10 +250,12 @@ static void on_readable(worker_t *w, stream_t *s, char *buf)
 static void send_request(worker_t *w, stream_t *s)
 {
     char req[2048];
+    unsigned index = w->first + (unsigned)(s - w->streams);
+    const char *path = g.npaths ? g.paths[index % g.npaths] : g.path;
     int len = snprintf(req, sizeof req,
                        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
                        "Cache-Control: no-cache\r\n\r\n",
-                       g.path, g.host, g.port);
+                       path, g.host, g.port);
     /* The request fits the empty socket buffer of a fresh connection. */
     if (len <= 0 || write(s->fd, req, (size_t)len) != len) {
         stream_kill(w, s, false);
@@ -280,7 +300,7 @@ static void *worker_main(void *arg)
     while (!atomic_load(&g.stop)) {
         while (opened < w->count && opened - pending(w) < limit) {
             stream_t *s = &w->streams[opened++];
-            s->fd = bench_connect(g.host, g.port);
+            s->fd = bench_connect_from(g.bind, g.host, g.port);
             if (s->fd < 0) {
                 stream_kill(w, s, false);
                 continue;
@@ -293,8 +313,12 @@ static void *worker_main(void *arg)
             atomic_fetch_add(&g.ready_threads, 1);
         }
         int n = epoll_wait(w->epfd, evs, 512, 50);
+        uint64_t before = atomic_load_explicit(&w->total_deliveries, memory_order_relaxed);
         for (int i = 0; i < n; i++)
             on_event(w, evs[i].data.ptr, evs[i].events, buf);
+        uint64_t got = atomic_load_explicit(&w->total_deliveries, memory_order_relaxed) - before;
+        if (g.counter && got)
+            atomic_fetch_add_explicit(g.counter, got, memory_order_release);
     }
     free(buf);
     return NULL;
@@ -319,9 +343,51 @@ static void sum(uint64_t *deliv, uint64_t *total, uint64_t *snaps, uint64_t *con
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: sse_load --port P [--host H] [--path /p] [--streams N] [--threads T]\n"
-                    "                [--inflight K] [--connect-timeout S] [--max-seconds S]\n");
+    fprintf(stderr, "usage: sse_load --port P [--host H] [--path /p | --paths FILE] [--bind ADDR]\n"
+                    "                [--streams N] [--threads T] [--inflight K] [--connect-timeout S]\n"
+                    "                [--max-seconds S] [--hist-out FILE] [--counter-file FILE]\n");
     exit(2);
+}
+
+static void read_paths(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "sse_load: cannot read %s\n", file);
+        exit(2);
+    }
+    char line[2048];
+    unsigned cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0])
+            continue;
+        if (g.npaths == cap) {
+            cap = cap ? cap * 2 : 1024;
+            g.paths = realloc(g.paths, cap * sizeof *g.paths);
+        }
+        g.paths[g.npaths++] = strdup(line);
+    }
+    fclose(f);
+    if (g.npaths == 0) {
+        fprintf(stderr, "sse_load: no paths in %s\n", file);
+        exit(2);
+    }
+}
+
+static void open_counter(const char *file)
+{
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, sizeof *g.counter) != 0) {
+        fprintf(stderr, "sse_load: cannot create %s\n", file);
+        exit(2);
+    }
+    g.counter = mmap(NULL, sizeof *g.counter, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (g.counter == MAP_FAILED) {
+        fprintf(stderr, "sse_load: cannot map %s\n", file);
+        exit(2);
+    }
 }
 
 static void parse_args(int argc, char **argv)
@@ -329,7 +395,9 @@ static void parse_args(int argc, char **argv)
     static const struct option opts[] = {
         {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},     {"path", 1, 0, 'u'},
         {"streams", 1, 0, 'n'},  {"threads", 1, 0, 't'},  {"inflight", 1, 0, 'i'},
-        {"connect-timeout", 1, 0, 'c'}, {"max-seconds", 1, 0, 'm'}, {0, 0, 0, 0}};
+        {"connect-timeout", 1, 0, 'c'}, {"max-seconds", 1, 0, 'm'}, {"paths", 1, 0, 'P'},
+        {"bind", 1, 0, 'b'},     {"hist-out", 1, 0, 'o'},  {"counter-file", 1, 0, 'C'},
+        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -341,6 +409,10 @@ static void parse_args(int argc, char **argv)
         case 'i': g.inflight = (unsigned)atoi(optarg); break;
         case 'c': g.connect_timeout_s = (unsigned)atoi(optarg); break;
         case 'm': g.max_seconds = (unsigned)atoi(optarg); break;
+        case 'P': read_paths(optarg); break;
+        case 'b': g.bind = optarg; break;
+        case 'o': g.hist_out = optarg; break;
+        case 'C': open_counter(optarg); break;
         default: usage();
         }
     }
@@ -364,11 +436,25 @@ static void start_workers(void)
     }
 }
 
+static void write_hist(const bench_hist_t *h)
+{
+    FILE *f = fopen(g.hist_out, "w");
+    if (!f)
+        return;
+    for (unsigned i = 0; i < BH_BUCKETS; i++) {
+        if (h->bucket[i])
+            fprintf(f, "%u %llu\n", i, (unsigned long long)h->bucket[i]);
+    }
+    fclose(f);
+}
+
 static void print_window(double secs, double cpu)
 {
     uint64_t d, t, sn, c, f, cl;
     bench_hist_t *h = calloc(1, sizeof *h);
     sum(&d, &t, &sn, &c, &f, &cl, h);
+    if (g.hist_out)
+        write_hist(h);
     printf("window seconds=%.3f deliveries=%llu dps=%.0f p50_us=%.1f p99_us=%.1f max_us=%.1f "
            "snapshots=%llu streams=%llu closed=%llu client_cpu_s=%.3f\n",
            secs, (unsigned long long)d, secs > 0 ? (double)d / secs : 0.0,
@@ -386,6 +472,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
@@ -398,8 +485,8 @@ int main(int argc, char **argv)
         if (!announced && atomic_load(&g.ready_threads) == g.threads) {
             uint64_t d, t, sn, c, f, cl;
             sum(&d, &t, &sn, &c, &f, &cl, NULL);
-            printf("ready connected=%llu failed=%llu\n", (unsigned long long)c,
-                   (unsigned long long)f);
+            printf("ready connected=%llu failed=%llu seconds=%.3f\n", (unsigned long long)c,
+                   (unsigned long long)f, (double)(bench_now_ns() - begin) / 1e9);
             fflush(stdout);
             announced = true;
         }
@@ -416,6 +503,13 @@ int main(int argc, char **argv)
             /* Let the workers finish the read they are in before reading their histograms. */
             nanosleep(&(struct timespec){0, 100 * 1000000}, NULL);
             print_window((double)(t1 - t0) / 1e9, cpu1 - cpu0);
+        } else if (sig == SIGHUP) {
+            uint64_t d, t, sn, c, f, cl;
+            sum(&d, &t, &sn, &c, &f, &cl, NULL);
+            printf("count deliveries=%llu snapshots=%llu connected=%llu closed=%llu\n",
+                   (unsigned long long)t, (unsigned long long)sn, (unsigned long long)c,
+                   (unsigned long long)cl);
+            fflush(stdout);
         } else if (sig == SIGTERM || sig == SIGINT ||
                    bench_now_ns() - begin > (uint64_t)g.max_seconds * 1000000000u) {
             break;

@@ -25,6 +25,7 @@ enum {
     DEFAULT_DUPLICATES_S = 120,
     DEFAULT_RECONNECT_WAIT_MS = 250,
     DEFAULT_CONNECT_TIMEOUT_MS = 2000,
+    DEFAULT_REPLAY_MAX = 4,
     DEFAULT_PUBLISH_BUFFER = 8 * 1024 * 1024,
     DEFAULT_PENDING_MSGS = 262144,
     DEFAULT_PENDING_BYTES = 256 * 1024 * 1024,
@@ -71,6 +72,7 @@ void tb_bus_options_init(tb_bus_options_t *opts)
         .jetstream = true,
         .reconnect_wait_ms = DEFAULT_RECONNECT_WAIT_MS,
         .connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS,
+        .replay_max = DEFAULT_REPLAY_MAX,
         .retry_first_connect = true,
         .publish_buffer_bytes = DEFAULT_PUBLISH_BUFFER,
         .sub_pending_msgs = DEFAULT_PENDING_MSGS,
@@ -95,12 +97,13 @@ static bool stream_name_valid(const char *name)
 static tb_status options_check(const tb_bus_options_t *o)
 {
     if (o->ring_size < 1 || o->ring_size > MAX_RING_SIZE || o->ring_max_bytes < 1 ||
-        !o->stream_name ||
-        !stream_name_valid(o->stream_name) || o->stream_max_age_s < 0 || o->stream_max_bytes < 0 ||
-        o->stream_duplicates_s < 1 ||
+        !o->stream_name || !stream_name_valid(o->stream_name) || o->stream_max_age_s < 0 ||
+        o->stream_max_bytes < 0 || o->stream_duplicates_s < 1 ||
         (o->stream_max_age_s > 0 && o->stream_duplicates_s > o->stream_max_age_s) ||
-        o->stream_replicas < 1 || o->js_heartbeat_ms < 100 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
-        o->publish_buffer_bytes < 0 || o->sub_pending_msgs < 1 || o->sub_pending_bytes < 1)
+        (o->client_name && strlen(o->client_name) > 255) || o->stream_replicas < 1 ||
+        o->js_heartbeat_ms < 100 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
+        o->replay_max < 1 || o->publish_buffer_bytes < 0 || o->sub_pending_msgs < 1 ||
+        o->sub_pending_bytes < 1)
         return TB_EINVAL;
     return TB_OK;
 }
@@ -111,6 +114,8 @@ void tb__bus_base_init(tb_bus_t *bus, const struct tb_bus_ops *ops, const tb_bus
     bus->opts = *opts;
     bus->stream_name = tb_xstrdup(opts->stream_name);
     bus->opts.stream_name = bus->stream_name;
+    bus->client_name = opts->client_name ? tb_xstrdup(opts->client_name) : NULL;
+    bus->opts.client_name = bus->client_name;
     atomic_init(&bus->state, TB_BUS_DOWN);
     TB_ASSERT(pthread_mutex_init(&bus->subs_mu, NULL) == 0);
     TB_ASSERT(pthread_mutex_init(&bus->confirm_mu, NULL) == 0);
@@ -133,6 +138,7 @@ void tb__bus_base_cleanup(tb_bus_t *bus)
     pthread_mutex_destroy(&bus->confirm_mu);
     pthread_mutex_destroy(&bus->subs_mu);
     free(bus->stream_name);
+    free(bus->client_name);
 }
 
 uint64_t tb__bus_random_epoch(void)
@@ -372,6 +378,21 @@ void tb__sub_deliver(tb_sub_t *sub, tb_event_t *ev)
         leave_gate(sub, &frame);
     }
     tb__sub_unref(sub);
+}
+
+bool tb__sub_wants(tb_sub_t *sub, const char *topic)
+{
+    if (!sub->h.want)
+        return true;
+    struct tb_sub_frame frame;
+    bool wanted = false;
+    tb__sub_ref(sub);
+    if (enter_gate(sub, &frame)) {
+        wanted = sub->h.want(topic, sub->ud);
+        leave_gate(sub, &frame);
+    }
+    tb__sub_unref(sub);
+    return wanted;
 }
 
 void tb__sub_report_dropped(tb_sub_t *sub, uint64_t count)

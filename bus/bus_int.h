@@ -49,8 +49,9 @@ extern const struct tb_bus_ops tb__bus_null_ops;
 /* The part of every bus that bus.c owns; backends embed it first. */
 struct tb_bus {
     const struct tb_bus_ops *ops;
-    tb_bus_options_t opts;    /* copy; opts.stream_name points at stream_name */
+    tb_bus_options_t opts;    /* copy; opts.stream_name and opts.client_name point at the copies */
     char *stream_name;        /* owned copy of the stream name */
+    char *client_name;        /* owned copy of the client name, or NULL */
     uint64_t epoch;           /* set by the backend's create */
     atomic_int state;         /* tb_bus_state_t */
     pthread_mutex_t subs_mu;  /* guards the list of open subscriptions */
@@ -103,6 +104,8 @@ void tb__sub_ref(tb_sub_t *sub);
 void tb__sub_unref(tb_sub_t *sub);
 /** Calls sub's on_event with ev unless the subscription is closed; counts it. */
 void tb__sub_deliver(tb_sub_t *sub, tb_event_t *ev);
+/** Asks sub's want handler about topic (true without one, false once closed). */
+bool tb__sub_wants(tb_sub_t *sub, const char *topic);
 /** Reports count lost events to sub's on_dropped (if open) and counts them. */
 void tb__sub_report_dropped(tb_sub_t *sub, uint64_t count);
 /** Records a new state and calls the state listener if it changed. */

@@ -97,34 +97,37 @@ static void on_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void 
     }
     report_drops(sub, ns);
     nats_bus_t *nb = tb__nats_of(sub->bus);
-    tb_event_t *ev = tb__nats_decode(nb, msg);
-    if (ev && s->stream) {
+    uint64_t seq = 0;
+    if (s->stream) {
         jsMsgMetaData *md = NULL;
         if (natsMsg_GetMetaData(&md, msg) == NATS_OK) {
-            ev->seq = md->Sequence.Stream;
+            seq = md->Sequence.Stream;
             jsMsgMetaData_Destroy(md);
-            /* A rebuilt consumer may overlap the old one: each sequence is delivered once. */
+            /* A rebuilt consumer may overlap the old one: each sequence is delivered once.
+             * Unwanted events count too: a rebuild starts after the last one seen. */
             uint_fast64_t last = atomic_load(&s->last_seq);
             do {
-                if (ev->seq <= last) {
-                    tb_event_unref(ev);
+                if (seq <= last) {
                     natsMsg_Destroy(msg);
                     return;
                 }
-            } while (!atomic_compare_exchange_weak(&s->last_seq, &last, ev->seq));
+            } while (!atomic_compare_exchange_weak(&s->last_seq, &last, seq));
             uint64_t seen = atomic_load(&nb->last_stream_seq);
-            while (ev->seq > seen && !atomic_compare_exchange_weak(&nb->last_stream_seq, &seen,
-                                                                   ev->seq)) {
+            while (seq > seen && !atomic_compare_exchange_weak(&nb->last_stream_seq, &seen, seq)) {
             }
         }
-    } else if (ev && !nb->js) {
-        ev->seq = atomic_fetch_add(&nb->local_seq, 1) + 1;
     }
+    /* Asked before decoding: a wide pattern's unwanted events cost no JSON parse. */
+    tb_event_t *ev = tb__sub_wants(sub, natsMsg_GetSubject(msg)) ? tb__nats_decode(nb, msg) : NULL;
     natsMsg_Destroy(msg);
-    if (ev) {
-        tb__sub_deliver(sub, ev);
-        tb_event_unref(ev);
-    }
+    if (!ev)
+        return;
+    if (s->stream)
+        ev->seq = seq;
+    else if (!nb->js)
+        ev->seq = atomic_fetch_add(&nb->local_seq, 1) + 1;
+    tb__sub_deliver(sub, ev);
+    tb_event_unref(ev);
 }
 
 void tb__nats_sub_started(nats_bus_t *nb)
@@ -251,6 +254,8 @@ static tb_status configure(nats_bus_t *nb, const tb_bus_options_t *o)
         s = natsOptions_SetServers(no, servers, (int)nb->nservers);
     if (s == NATS_OK)
         s = natsOptions_SetNoRandomize(no, true);
+    if (s == NATS_OK && o->client_name)
+        s = natsOptions_SetName(no, o->client_name);
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(no, -1);
     if (s == NATS_OK)
@@ -289,6 +294,7 @@ static tb_status nats_create(tb_bus_t **out, const char *url, const tb_bus_optio
     atomic_init(&nb->js_quiet_until, 0);
     TB_ASSERT(pthread_mutex_init(&nb->mu, NULL) == 0);
     TB_ASSERT(pthread_cond_init(&nb->cv, NULL) == 0);
+    TB_ASSERT(pthread_cond_init(&nb->replay_cv, NULL) == 0);
     const char *why = NULL;
     tb_status st = tb__bus_url_parse(url, &nb->servers, &nb->nservers, &why);
     if (st) {
@@ -375,6 +381,7 @@ static void nats_destroy(tb_bus_t *bus)
     natsConnection_Destroy(nb->nc);
     natsOptions_Destroy(nb->nopts);
     tb__bus_url_free(nb->servers, nb->nservers);
+    pthread_cond_destroy(&nb->replay_cv);
     pthread_cond_destroy(&nb->cv);
     pthread_mutex_destroy(&nb->mu);
     tb__bus_base_cleanup(&nb->base);

@@ -42,10 +42,12 @@ typedef struct nats_bus {
     atomic_int_fast64_t js_quiet_until; /* monotonic ms before which JetStream is not asked
                                            (0: it answers); see tb__nats_js_admit */
     natsSubscription *leader_watch;     /* stream leader advisories, or NULL */
-    pthread_mutex_t mu;             /* guards live_subs and closed */
+    pthread_mutex_t mu;             /* guards live_subs, closed and replays */
     pthread_cond_t cv;
     unsigned live_subs; /* nats subscriptions whose completion has not run */
     bool closed;        /* nats.c's closed callback ran */
+    unsigned replays;   /* replays under way (at most opts.replay_max) */
+    pthread_cond_t replay_cv; /* a replay ended: a place is free */
     /* The repair thread (bus_nats_repair.c): rebuilds JetStream consumers the server lost. */
     pthread_t repair_thread;
     pthread_cond_t repair_cv;

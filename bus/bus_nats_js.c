@@ -11,7 +11,11 @@
  * event after the cursor (discarded by limits or purged).
  *
  * Requests here block up to connect_timeout_ms (a replay as a whole, too);
- * publishing never comes here.
+ * publishing never comes here. At most replay_max replays run at once, each
+ * with its own consumer for the length of the call, so resuming clients
+ * never hold more than that many consumers on the server; a replay that
+ * finds no place within its time answers TB_ETIMEDOUT (the caller sends a
+ * snapshot instead).
  *
  * JetStream in a cluster stops answering for seconds while it elects a
  * leader (a node died). Waiting out a timeout per caller then would hold
@@ -279,12 +283,58 @@ static tb_status replay_read(nats_bus_t *nb, natsSubscription *ns, uint64_t last
     }
 }
 
+/* Takes one of the replay_max places, waiting until the deadline at most. */
+static bool replay_enter(nats_bus_t *nb, int64_t deadline)
+{
+    pthread_mutex_lock(&nb->mu);
+    while (nb->replays >= (unsigned)nb->base.opts.replay_max) {
+        int64_t left = deadline - tb_clock_mono_ms();
+        if (left <= 0) {
+            pthread_mutex_unlock(&nb->mu);
+            return false;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + left % 1000 * 1000000;
+        ts.tv_sec += left / 1000 + ns / NS_PER_S;
+        ts.tv_nsec = ns % NS_PER_S;
+        pthread_cond_timedwait(&nb->replay_cv, &nb->mu, &ts);
+    }
+    nb->replays++;
+    pthread_mutex_unlock(&nb->mu);
+    return true;
+}
+
+static void replay_leave(nats_bus_t *nb)
+{
+    pthread_mutex_lock(&nb->mu);
+    nb->replays--;
+    pthread_cond_signal(&nb->replay_cv);
+    pthread_mutex_unlock(&nb->mu);
+}
+
+static tb_status replay_in_place(nats_bus_t *nb, const char *pattern, const tb_cursor_t *after,
+                                 int64_t deadline, tb_bus_event_cb on_event, void *ud);
+
 tb_status tb__nats_js_replay(nats_bus_t *nb, const char *pattern, const tb_cursor_t *after,
                              tb_bus_event_cb on_event, void *ud)
 {
     if (after->epoch != nb->base.epoch || !tb__nats_in_stream(pattern))
         return TB_ENOTFOUND;
     int64_t deadline = tb_clock_mono_ms() + nb->base.opts.connect_timeout_ms;
+    if (!replay_enter(nb, deadline)) {
+        tb_log(TB_LOG_DEBUG, "bus", "replay pattern=%s found no place in time", pattern);
+        return TB_ETIMEDOUT;
+    }
+    tb_status st = replay_in_place(nb, pattern, after, deadline, on_event, ud);
+    replay_leave(nb);
+    return st;
+}
+
+/* The replay itself, holding one of the places. */
+static tb_status replay_in_place(nats_bus_t *nb, const char *pattern, const tb_cursor_t *after,
+                                 int64_t deadline, tb_bus_event_cb on_event, void *ud)
+{
     uint64_t first, last;
     tb_status st = tb__nats_js_bounds(nb, remaining_ms(deadline), &first, &last);
     if (st)

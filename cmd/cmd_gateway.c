@@ -44,7 +44,7 @@ int tb__cmd_gateway(int argc, char **argv)
         tb__cmd_error("%s", err);
         goto out;
     }
-    rc = tb__cmd_configure_bus(&cfg);
+    rc = tb__cmd_configure_bus(&cfg, "topobus-gateway");
     if (rc)
         goto out;
     rc = tb__cmd_open_store(&cfg, &store);

@@ -52,8 +52,11 @@ bool tb__cmd_bus_disabled(const tb_config_t *cfg);
 int tb__cmd_relay_create(const tb_config_t *cfg, tb_relay_t **relay, tb_store_t **store);
 /** tb_gateway_deps_t.metrics_extra for a relay (ud). */
 void tb__cmd_relay_metrics(tb_buf_t *out, void *ud);
-/** Configures the process bus from cfg->bus_url; exit code as above. */
-int tb__cmd_configure_bus(const tb_config_t *cfg);
+/**
+ * Configures the process bus from cfg->bus_url, its connection named name
+ * ("topobus-gateway", ...: what NATS monitoring shows); exit code as above.
+ */
+int tb__cmd_configure_bus(const tb_config_t *cfg, const char *name);
 /** Checks the mutator's settings together (lease vs hook timeout); exit code as above. */
 int tb__cmd_check_mutator_settings(const tb_config_t *cfg);
 /**

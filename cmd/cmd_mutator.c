@@ -35,7 +35,7 @@ int tb__cmd_mutator(int argc, char **argv)
     if (!rc)
         rc = tb__cmd_worker_identity(&cfg, "mutator", worker_id, sizeof worker_id, &held);
     if (!rc)
-        rc = tb__cmd_configure_bus(&cfg);
+        rc = tb__cmd_configure_bus(&cfg, "topobus-mutator");
     if (rc)
         goto out;
     rc = tb__cmd_open_store(&cfg, &store);

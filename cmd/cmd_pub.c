@@ -58,6 +58,7 @@ int tb__cmd_pub(int argc, char **argv)
     int rc = TB_EXIT_FAILURE;
     tb_bus_options_t bo;
     tb_bus_options_init(&bo);
+    bo.client_name = "topobus-pub";
     bo.retry_first_connect = false;
     tb_bus_t *bus = NULL;
     tb_status st = tb_bus_create(&bus, cfg.bus_url, &bo);

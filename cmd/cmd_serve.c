@@ -89,7 +89,7 @@ static int build(tb_config_t *cfg, serve_parts_t *p, char *secret, bool *generat
     }
     rc = tb__cmd_worker_identity(cfg, "serve", p->worker_id, sizeof p->worker_id, &p->held);
     if (!rc)
-        rc = tb__cmd_configure_bus(cfg);
+        rc = tb__cmd_configure_bus(cfg, "topobus-serve");
     if (!rc)
         rc = tb__cmd_open_store(cfg, &p->gw_store);
     if (!rc)

@@ -120,6 +120,7 @@ int tb__cmd_sub(int argc, char **argv)
                          .main_thread = pthread_self()};
     tb_bus_options_t bo;
     tb_bus_options_init(&bo);
+    bo.client_name = "topobus-sub";
     bo.retry_first_connect = false;
     tb_bus_t *bus = NULL;
     tb_sub_t *sub = NULL;

@@ -75,10 +75,11 @@ void tb__cmd_relay_metrics(tb_buf_t *out, void *ud)
     tb_relay_metrics(ud, out);
 }
 
-int tb__cmd_configure_bus(const tb_config_t *cfg)
+int tb__cmd_configure_bus(const tb_config_t *cfg, const char *name)
 {
     tb_bus_options_t opts;
     tb_bus_options_init(&opts);
+    opts.client_name = name;
     if (cfg->nats_pending_msgs > 0)
         opts.sub_pending_msgs = (int)cfg->nats_pending_msgs;
     opts.stream_replicas = (int)cfg->nats_replicas;

@@ -1,10 +1,10 @@
 /*
- * Subscription registry and bus callbacks; see gw_fanout.h for threads and
- * lock order. An entry has one reference for being registered and one for
- * each thread working on it outside the lock; subscribing is done by one
- * thread at a time (`subscribing`), others wait on the condition variable.
- * Each entry also knows the newest topology version its events carried, to
- * stamp into the cursors of its frames (gw_frame_format).
+ * The gateway's one bus subscription and its topology registry; see
+ * gw_fanout.h for threads and lock order. The registry is a fixed hash
+ * table whose buckets are split over STRIPES locks: loops registering
+ * streams and bus threads delivering events meet on one stripe only when
+ * their topologies hash to it. An entry lives exactly as long as its
+ * topology has a stream, and is only touched under its stripe's lock.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,34 +13,39 @@
 
 #include "gw_fanout.h"
 #include "gw_int.h"
-#include "gw_sse.h"
 #include "tb/alloc.h"
 #include "tb/bus.h"
+#include "tb/clock.h"
 #include "tb/log.h"
 
-enum { REGISTRY_BUCKETS = 4096 };
+enum { BUCKETS = 16384, STRIPES = 64, ATTACH_RETRY_MS = 1000 };
+
+#define ALL_TOPOLOGIES "topology.>"
 
 typedef struct entry {
     struct entry *next;
-    gw_fanout_t *fanout;
+    int64_t last_version;   /* newest version seen on the bus (TB_CURSOR_NO_VERSION: none) */
+    uint64_t loop_mask;     /* loops holding a stream of it */
     char topology[TB_TOPOLOGY_ID_BUF_SIZE];
-    tb_sub_t *sub;                  /* NULL until subscribed */
-    pthread_mutex_t deliver_lock;   /* on_event: stamping and pushing, in one order */
-    int64_t last_version;           /* under deliver_lock: newest version seen on the bus */
-    atomic_uint_fast64_t loop_mask; /* read by callbacks without the lock */
-    unsigned *loop_streams;         /* per loop; under the registry lock */
-    unsigned refs;                  /* under the registry lock */
-    bool linked;                    /* in the registry */
-    bool subscribing;               /* a thread is in tb_bus_subscribe for it */
+    unsigned loop_streams[]; /* streams per loop */
 } entry_t;
+
+/* A stripe's lock, alone on its cache line: stripes are taken by different threads. */
+typedef struct stripe {
+    _Alignas(64) pthread_mutex_t lock;
+} stripe_t;
 
 struct gw_fanout {
     tb_gateway_t *gw;
-    pthread_mutex_t lock;
-    pthread_cond_t subscribed;
-    entry_t *buckets[REGISTRY_BUCKETS];
-    size_t count;     /* registered entries */
-    size_t unsubscribed; /* registered entries without a subscription */
+    stripe_t stripes[STRIPES];
+    entry_t *buckets[BUCKETS]; /* bucket b is guarded by stripes[b % STRIPES] */
+    atomic_size_t count;       /* registered topologies */
+    /* The subscription on topology.>: set once by gw_fanout_attach (one thread at a time),
+     * read by gw_fanout_destroy after that thread stopped. */
+    tb_sub_t *sub;
+    atomic_bool live;          /* sub is set */
+    bool failing;              /* the last attempt failed (logged once per episode) */
+    int64_t failed_at_ms;      /* when it failed: the next attempt waits ATTACH_RETRY_MS */
 };
 
 static size_t bucket_of(const char *id)
@@ -48,278 +53,212 @@ static size_t bucket_of(const char *id)
     size_t h = 14695981039346656037u;
     for (const unsigned char *p = (const unsigned char *)id; *p; p++)
         h = (h ^ *p) * 1099511628211u;
-    return h % REGISTRY_BUCKETS;
+    return h % BUCKETS;
+}
+
+static pthread_mutex_t *stripe_of(gw_fanout_t *f, size_t bucket)
+{
+    return &f->stripes[bucket % STRIPES].lock;
+}
+
+/* The entry of topology in bucket b (its stripe locked), or NULL. */
+static entry_t **find(gw_fanout_t *f, size_t b, const char *topology)
+{
+    entry_t **link = &f->buckets[b];
+    while (*link && strcmp((*link)->topology, topology) != 0)
+        link = &(*link)->next;
+    return link;
 }
 
 void gw_fanout_create(gw_fanout_t **out, tb_gateway_t *gw)
 {
     gw_fanout_t *f = tb_xcalloc(1, sizeof *f);
     f->gw = gw;
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->subscribed, NULL);
+    for (size_t i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&f->stripes[i].lock, NULL);
+    atomic_init(&f->count, 0);
+    atomic_init(&f->live, false);
     *out = f;
-}
-
-static void entry_free(entry_t *e)
-{
-    pthread_mutex_destroy(&e->deliver_lock);
-    free(e->loop_streams);
-    free(e);
 }
 
 void gw_fanout_destroy(gw_fanout_t *f)
 {
     if (!f)
         return;
-    for (size_t b = 0; b < REGISTRY_BUCKETS; b++) {
+    /* No callback runs once this returns, so the registry may go. */
+    gw_fanout_detach(f);
+    for (size_t b = 0; b < BUCKETS; b++) {
         for (entry_t *e = f->buckets[b], *next; e; e = next) {
             next = e->next;
-            tb_sub_close(e->sub);
-            entry_free(e);
+            free(e);
         }
     }
-    pthread_cond_destroy(&f->subscribed);
-    pthread_mutex_destroy(&f->lock);
+    for (size_t i = 0; i < STRIPES; i++)
+        pthread_mutex_destroy(&f->stripes[i].lock);
     free(f);
 }
 
-/*
- * Pushes a message to every loop in mask; a full inbox marks that loop for a
- * full resync. Returns the loops to wake (wake_loops) once the caller holds
- * no lock.
- */
-static uint64_t push_to_loops(tb_gateway_t *gw, uint64_t mask, gw_msg_kind kind,
-                              const char *topology, gw_frame_t *frame)
-{
-    uint64_t wake = 0;
-    for (unsigned i = 0; i < gw->nloops; i++) {
-        if (!(mask & (UINT64_C(1) << i)))
-            continue;
-        gw_msg_t *m = tb_xcalloc(1, sizeof *m);
-        m->kind = kind;
-        m->fd = -1;
-        m->frame = frame ? gw_frame_ref(frame) : NULL;
-        strcpy(m->topology, topology);
-        bool woken = false;
-        if (gw_inbox_push_take_nowake(&gw->loops[i].inbox, m, &woken) == TB_EFULL) {
-            /* The loop is far behind: it resyncs every stream when it catches up. */
-            atomic_store(&gw->loops[i].overflowed, true);
-            atomic_fetch_add(&gw->counters.inbox_overflows, 1);
-        }
-        if (woken)
-            wake |= UINT64_C(1) << i;
-    }
-    return wake;
-}
-
-static void wake_loops(tb_gateway_t *gw, uint64_t wake)
-{
-    for (unsigned i = 0; i < gw->nloops; i++) {
-        if (wake & (UINT64_C(1) << i))
-            gw_inbox_wake(&gw->loops[i].inbox);
-    }
-}
-
-static void on_event(tb_event_t *ev, void *ud)
-{
-    entry_t *e = ud;
-    tb_gateway_t *gw = e->fanout->gw;
-    uint64_t mask = atomic_load(&e->loop_mask);
-    if (!mask)
-        return;
-    /*
-     * Stamping a frame's cursor and pushing it are one step under the entry's lock, so
-     * every loop receives frames in the order their versions were stamped, also when mem
-     * delivers from several publisher threads at once: a cursor never claims a version
-     * that a frame still on its way to the same stream carries.
-     */
-    pthread_mutex_lock(&e->deliver_lock);
-    gw_frame_t *f = gw_frame_format(tb__gw_bus_epoch(gw), ev, &e->last_version);
-    uint64_t wake = f ? push_to_loops(gw, mask, GW_MSG_EVENT, e->topology, f) : 0;
-    pthread_mutex_unlock(&e->deliver_lock);
-    wake_loops(gw, wake);
-    gw_frame_unref(f);
-}
-
-static void on_dropped(uint64_t count, void *ud)
-{
-    entry_t *e = ud;
-    (void)count;
-    tb_gateway_t *gw = e->fanout->gw;
-    uint64_t mask = atomic_load(&e->loop_mask);
-    wake_loops(gw, push_to_loops(gw, mask, GW_MSG_DROPPED, e->topology, NULL));
-}
-
-static entry_t *find(gw_fanout_t *f, const char *topology, entry_t ***link_out)
-{
-    entry_t **link = &f->buckets[bucket_of(topology)];
-    for (; *link; link = &(*link)->next) {
-        if (strcmp((*link)->topology, topology) == 0)
-            break;
-    }
-    if (link_out)
-        *link_out = link;
-    return *link;
-}
-
-/* Drops a reference (lock held); returns the subscription to close if it was the last. */
-static tb_sub_t *put_locked(entry_t *e, entry_t **to_free)
-{
-    *to_free = NULL;
-    if (--e->refs > 0)
-        return NULL;
-    *to_free = e;
-    return e->sub;
-}
-
-/* Closes and frees what put_locked handed over, outside the lock (closing waits for
- * a running callback, which never takes the lock). */
-static void finish_put(tb_sub_t *sub, entry_t *e)
-{
-    tb_sub_close(sub);
-    if (e)
-        entry_free(e);
-}
-
-/*
- * Subscribes e if nobody has or is doing it. Lock held on entry and exit; it
- * is released around the bus call. TB_OK if e is subscribed when it returns.
- */
-static tb_status subscribe_locked(gw_fanout_t *f, entry_t *e)
-{
-    while (e->subscribing)
-        pthread_cond_wait(&f->subscribed, &f->lock);
-    if (e->sub)
-        return TB_OK;
-    tb_bus_t *bus = tb__gw_bus(f->gw);
-    if (!bus || !e->linked)
-        return TB_EBACKEND;
-    e->subscribing = true;
-    pthread_mutex_unlock(&f->lock);
-    char pattern[TB_TOPIC_BUF_SIZE];
-    tb_topic_build_topology_pattern(pattern, e->topology);
-    tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped};
-    tb_sub_t *sub = NULL;
-    tb_status st = tb_bus_subscribe(bus, pattern, &h, e, &sub);
-    pthread_mutex_lock(&f->lock);
-    e->subscribing = false;
-    pthread_cond_broadcast(&f->subscribed);
-    if (st == TB_OK) {
-        e->sub = sub;
-        if (e->linked)
-            f->unsubscribed--;
-    }
-    return st;
-}
+/* ---- the loops' side ------------------------------------------------------- */
 
 void gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology)
 {
-    pthread_mutex_lock(&f->lock);
-    entry_t **link;
-    entry_t *e = find(f, topology, &link);
+    size_t b = bucket_of(topology);
+    pthread_mutex_lock(stripe_of(f, b));
+    entry_t **link = find(f, b, topology);
+    entry_t *e = *link;
     if (!e) {
-        e = tb_xcalloc(1, sizeof *e);
-        e->fanout = f;
+        e = tb_xcalloc(1, sizeof *e + f->gw->nloops * sizeof e->loop_streams[0]);
         strcpy(e->topology, topology);
-        e->loop_streams = tb_xcalloc(f->gw->nloops, sizeof *e->loop_streams);
-        pthread_mutex_init(&e->deliver_lock, NULL);
         e->last_version = TB_CURSOR_NO_VERSION; /* none seen on the bus yet */
-        atomic_init(&e->loop_mask, 0);
-        e->refs = 1; /* registered */
-        e->linked = true;
         *link = e;
-        f->count++;
-        f->unsubscribed++;
+        atomic_fetch_add(&f->count, 1);
     }
-    if (e->loop_streams[loop]++ == 0)
-        atomic_fetch_or(&e->loop_mask, UINT64_C(1) << loop);
-    pthread_mutex_unlock(&f->lock);
+    e->loop_streams[loop]++;
+    e->loop_mask |= UINT64_C(1) << loop;
+    pthread_mutex_unlock(stripe_of(f, b));
 }
 
 void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology)
 {
-    pthread_mutex_lock(&f->lock);
-    entry_t **link;
-    entry_t *e = find(f, topology, &link);
+    size_t b = bucket_of(topology);
+    pthread_mutex_lock(stripe_of(f, b));
+    entry_t **link = find(f, b, topology);
+    entry_t *e = *link;
     TB_ASSERT(e && e->loop_streams[loop] > 0);
-    tb_sub_t *close = NULL;
-    entry_t *dead = NULL;
-    if (--e->loop_streams[loop] == 0 &&
-        (atomic_fetch_and(&e->loop_mask, ~(UINT64_C(1) << loop)) & ~(UINT64_C(1) << loop)) == 0) {
+    if (--e->loop_streams[loop] == 0)
+        e->loop_mask &= ~(UINT64_C(1) << loop);
+    if (e->loop_mask == 0) {
         *link = e->next;
-        e->linked = false;
-        f->count--;
-        if (!e->sub)
-            f->unsubscribed--;
-        close = put_locked(e, &dead);
+        atomic_fetch_sub(&f->count, 1);
+        free(e);
     }
-    pthread_mutex_unlock(&f->lock);
-    if (dead)
-        finish_put(close, dead);
+    pthread_mutex_unlock(stripe_of(f, b));
 }
 
-tb_status gw_fanout_ensure(gw_fanout_t *f, const char *topology)
+/* ---- delivery ------------------------------------------------------------- */
+
+/* Wakes the loops in mask; called holding no lock. */
+static void wake_loops(tb_gateway_t *gw, uint64_t mask)
 {
-    pthread_mutex_lock(&f->lock);
-    entry_t *e = find(f, topology, NULL);
-    if (!e) {
-        pthread_mutex_unlock(&f->lock);
-        return TB_ENOTFOUND; /* its streams closed meanwhile */
+    for (unsigned i = 0; mask && i < gw->nloops; i++) {
+        if (mask & (UINT64_C(1) << i))
+            gw_inbox_wake(&gw->loops[i].inbox);
     }
-    e->refs++;
-    tb_status st = subscribe_locked(f, e);
-    entry_t *dead;
-    tb_sub_t *close = put_locked(e, &dead);
-    pthread_mutex_unlock(&f->lock);
-    if (dead)
-        finish_put(close, dead);
-    return st;
 }
 
-void gw_fanout_retry(gw_fanout_t *f)
+/* Tells every loop that events were lost: each resyncs all its streams. */
+static void resync_all(tb_gateway_t *gw)
 {
-    pthread_mutex_lock(&f->lock);
-    if (f->unsubscribed == 0 || !tb__gw_bus(f->gw)) {
-        pthread_mutex_unlock(&f->lock);
+    for (unsigned i = 0; i < gw->nloops; i++) {
+        /* A closed inbox means the loop is stopping: nothing left to resync. */
+        gw_inbox_push_take(&gw->loops[i].inbox, gw_msg_new(GW_MSG_DROPPED));
+    }
+}
+
+/* Asked by the bus before it decodes an event: only registered topologies are worth it. */
+static bool want(const char *topic, void *ud)
+{
+    gw_fanout_t *f = ud;
+    char id[TB_TOPOLOGY_ID_BUF_SIZE];
+    if (tb_topic_topology_id(topic, id) != TB_OK)
+        return false;
+    size_t b = bucket_of(id);
+    pthread_mutex_lock(stripe_of(f, b));
+    bool found = *find(f, b, id) != NULL;
+    pthread_mutex_unlock(stripe_of(f, b));
+    return found;
+}
+
+static void on_event(tb_event_t *ev, void *ud)
+{
+    gw_fanout_t *f = ud;
+    tb_gateway_t *gw = f->gw;
+    char id[TB_TOPOLOGY_ID_BUF_SIZE];
+    if (tb_topic_topology_id(ev->topic, id) != TB_OK)
+        return;
+    size_t b = bucket_of(id);
+    uint64_t wake = 0;
+    gw_frame_t *frame = NULL;
+    pthread_mutex_lock(stripe_of(f, b));
+    entry_t *e = *find(f, b, id);
+    /*
+     * Stamping a frame's cursor and pushing it are one step under the stripe's lock, so
+     * every loop receives frames in the order their versions were stamped, also when mem
+     * delivers from several publisher threads at once: a cursor never claims a version
+     * that a frame still on its way to the same stream carries.
+     */
+    if (e)
+        frame = gw_frame_format(tb__gw_bus_epoch(gw), ev, &e->last_version);
+    for (unsigned i = 0; frame && i < gw->nloops; i++) {
+        if (!(e->loop_mask & (UINT64_C(1) << i)))
+            continue;
+        bool woken = false;
+        if (gw_inbox_push_frame(&gw->loops[i].inbox, frame, &woken) == TB_EFULL) {
+            /* The loop is far behind: it resyncs every stream when it catches up. */
+            atomic_store(&gw->loops[i].overflowed, true);
+            atomic_fetch_add(&gw->counters.inbox_overflows, 1);
+            woken = true; /* make sure it looks */
+        }
+        if (woken)
+            wake |= UINT64_C(1) << i;
+    }
+    pthread_mutex_unlock(stripe_of(f, b));
+    wake_loops(gw, wake);
+    gw_frame_unref(frame);
+}
+
+static void on_dropped(uint64_t count, void *ud)
+{
+    gw_fanout_t *f = ud;
+    (void)count;
+    resync_all(f->gw);
+}
+
+/* ---- the subscription ------------------------------------------------------ */
+
+bool gw_fanout_live(gw_fanout_t *f)
+{
+    return atomic_load(&f->live);
+}
+
+void gw_fanout_attach(gw_fanout_t *f)
+{
+    if (atomic_load(&f->live))
+        return;
+    tb_bus_t *bus = tb__gw_bus(f->gw);
+    if (!bus || (f->failing && tb_clock_mono_ms() - f->failed_at_ms < ATTACH_RETRY_MS))
+        return;
+    static const tb_sub_handlers_t h = {.on_event = on_event, .on_dropped = on_dropped,
+                                        .want = want};
+    tb_sub_t *sub = NULL;
+    tb_status st = tb_bus_subscribe(bus, ALL_TOPOLOGIES, &h, f, &sub);
+    if (st != TB_OK) {
+        if (!f->failing)
+            tb_log(TB_LOG_WARN, "gateway", "cannot subscribe to %s (%s); retrying every second",
+                   ALL_TOPOLOGIES, tb_status_str(st));
+        f->failing = true;
+        f->failed_at_ms = tb_clock_mono_ms();
         return;
     }
-    /* Take references first: the lock is released around each subscribe. */
-    size_t n = 0;
-    entry_t **pending = tb_xcalloc(f->unsubscribed, sizeof *pending);
-    for (size_t b = 0; b < REGISTRY_BUCKETS && n < f->unsubscribed; b++) {
-        for (entry_t *e = f->buckets[b]; e && n < f->unsubscribed; e = e->next) {
-            if (!e->sub && !e->subscribing) {
-                e->refs++;
-                pending[n++] = e;
-            }
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        entry_t *e = pending[i];
-        bool was_missing = !e->sub;
-        if (subscribe_locked(f, e) == TB_OK && was_missing) {
-            /* Events may have gone by while it was missing: the streams resync. */
-            wake_loops(f->gw, push_to_loops(f->gw, atomic_load(&e->loop_mask), GW_MSG_DROPPED,
-                                            e->topology, NULL));
-        } else if (!e->sub) {
-            tb_log(TB_LOG_DEBUG, "gateway", "subscribe topology=%s still failing", e->topology);
-        }
-        entry_t *dead;
-        tb_sub_t *close = put_locked(e, &dead);
-        if (dead) {
-            pthread_mutex_unlock(&f->lock);
-            finish_put(close, dead);
-            pthread_mutex_lock(&f->lock);
-        }
-    }
-    pthread_mutex_unlock(&f->lock);
-    free(pending);
+    f->sub = sub;
+    atomic_store(&f->live, true);
+    if (f->failing)
+        tb_log(TB_LOG_NOTICE, "gateway", "subscribed to %s", ALL_TOPOLOGIES);
+    f->failing = false;
+    /* A stream registered before `live` was set may have read its snapshot before events
+     * reached it: every stream resyncs. (One registered after it reads `live` as true.) */
+    if (atomic_load(&f->count) > 0)
+        resync_all(f->gw);
+}
+
+void gw_fanout_detach(gw_fanout_t *f)
+{
+    atomic_store(&f->live, false);
+    tb_sub_close(f->sub);
+    f->sub = NULL;
 }
 
 size_t gw_fanout_count(gw_fanout_t *f)
 {
-    pthread_mutex_lock(&f->lock);
-    size_t n = f->count - f->unsubscribed;
-    pthread_mutex_unlock(&f->lock);
-    return n;
+    return atomic_load(&f->count);
 }

@@ -1,60 +1,79 @@
 /*
- * The gateway's bus subscriptions: one per topology with at least one open
- * stream anywhere in the process, shared by all loops (DESIGN "Fan-out").
- * Each entry knows which loops want its events (a bit mask) and how many
- * streams each loop holds. The bus callback formats each event into an SSE
- * frame once and pushes a reference into every interested loop's inbox.
+ * How bus events reach streams (DESIGN "Fan-out"). A gateway process holds
+ * ONE bus subscription, on `topology.>`, whatever the number of topologies
+ * it serves, and a registry of the topologies that have open streams
+ * (which loops hold them, how many on each). The bus callback looks an
+ * event's topology up in the registry (a hash lookup): an event of a
+ * topology without streams is dropped there (and, on NATS, before its
+ * envelope is even decoded); any other is formatted into an SSE frame once
+ * and a reference is pushed into the inbox of every loop that holds one of
+ * its streams.
  *
- * Subscribing can block (a JetStream consumer is created with a request to
- * the server), so loops never subscribe: a loop registers interest
- * (acquire), and a stream's opening read subscribes on a worker before it
- * reads the snapshot (ensure), which keeps subscribe-before-snapshot. A
- * subscription that fails then (bus down, a JetStream election) is retried
- * every second by the gateway's bus watcher; once it succeeds, the streams
- * of that topology are told events may have been missed and resync.
+ * Registering a stream's interest is an in-process insert, so it never
+ * blocks. Subscribe-before-snapshot then holds as soon as the one
+ * subscription is in effect at the server (tb_bus_subscribe confirms it):
+ * a stream registers on its loop before its opening read runs, and what the
+ * bus delivers from then on reaches it. The subscription is made when the
+ * bus is first reached (gateway start, or the bus watcher), and retried by
+ * the watcher every second while it fails; when it finally succeeds, the
+ * streams that opened without it resync.
  *
- * Each entry stamps the cursors of its frames with the newest topology
- * version its events carried (never one read from the store, which is ahead
- * of the bus), so a client's Last-Event-ID names the version it reached.
+ * Each registered topology stamps the cursors of its frames with the newest
+ * topology version its events carried (never one read from the store,
+ * which is ahead of the bus), so a client's Last-Event-ID names the version
+ * it reached; a topology newly registered starts with that version unknown.
  *
- * Threads: acquire/release on loop threads, ensure on workers, retry on the
- * watcher; callbacks on bus threads. Lock order: the registry mutex is never
- * held across a bus call. Callbacks never take it; they read the mask
- * atomically, and an entry is freed only after tb_sub_close guarantees no
- * callback runs and no thread holds a reference. The event callback holds
- * its entry's deliver lock while it stamps a frame and pushes it into the
- * loops' inboxes (whose locks are leaves under it); it wakes the loops after
- * releasing it.
+ * When the bus reports lost events (a slow consumer, a rebuilt JetStream
+ * consumer, a stream leader change), every loop is told, and every stream
+ * on it resyncs: one subscription carries every topology.
+ *
+ * Threads: acquire/release on loop threads; attach on the gateway's
+ * starting thread or the watcher; the callbacks on bus threads. Locks: the
+ * registry is striped by topology; a stripe's lock guards its topologies'
+ * entries, and the event callback holds it while it stamps a frame and
+ * pushes it into the loops' inboxes (whose locks are leaves under it), so
+ * every loop receives one topology's frames in the order their versions
+ * were stamped, even when several publisher threads deliver at once (mem).
+ * Loops are woken after the stripe lock is released. No lock is held
+ * across a bus call.
  */
 #ifndef TB_GW_FANOUT_H
 #define TB_GW_FANOUT_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "tb/base.h"
 
 struct tb_gateway;
-struct tb_bus;
 typedef struct gw_fanout gw_fanout_t;
 
 void gw_fanout_create(gw_fanout_t **out, struct tb_gateway *gw);
-/** Closes every remaining subscription and frees the registry. Accepts NULL. */
+/** Closes the bus subscription (no callback runs after) and frees the registry. Accepts NULL. */
 void gw_fanout_destroy(gw_fanout_t *f);
-/** Registers one stream of loop on topology. Never blocks on the bus. Loop thread. */
+/** Registers one stream of loop on topology. Never blocks. Loop thread. */
 void gw_fanout_acquire(gw_fanout_t *f, unsigned loop, const char *topology);
-/** Drops one stream's interest; the last one in the process unsubscribes. Loop thread. */
+/** Drops one stream's interest; the last one in the process removes the topology. Loop thread. */
 void gw_fanout_release(gw_fanout_t *f, unsigned loop, const char *topology);
 /**
- * Makes sure topology is subscribed on the bus, subscribing now if needed
- * (blocking). TB_OK when subscribed; TB_EBACKEND if the bus is not reached
- * or refused (the watcher retries). Worker threads.
+ * True when the bus subscription is in effect: what is published from now
+ * on reaches registered topologies. Any thread.
  */
-tb_status gw_fanout_ensure(gw_fanout_t *f, const char *topology);
+bool gw_fanout_live(gw_fanout_t *f);
 /**
- * Subscribes every registered topology that has no subscription yet and
- * tells their streams to resync. The gateway's bus watcher calls it. Any
- * thread but a loop's.
+ * Subscribes to the bus if it has been reached and no subscription exists
+ * yet (blocks up to the bus's confirmation round trip). Once it succeeds,
+ * every stream opened before resyncs. Call it from one thread at a time,
+ * never a loop's.
  */
-void gw_fanout_retry(gw_fanout_t *f);
-/** Topologies with a live subscription (for metrics). Any thread. */
+void gw_fanout_attach(gw_fanout_t *f);
+/**
+ * Closes the bus subscription: no callback runs after it returns. For
+ * shutdown, once the loops stopped; the registry stays until destroy.
+ * Idempotent; the thread that attaches must have stopped.
+ */
+void gw_fanout_detach(gw_fanout_t *f);
+/** Topologies with at least one open stream (for metrics). Any thread. */
 size_t gw_fanout_count(gw_fanout_t *f);
 
 #endif

@@ -18,6 +18,7 @@ gw_frame_t *gw_frame_new(const char *data, size_t len, uint64_t seq)
     f->seq = seq;
     f->version = TB_CURSOR_NO_VERSION;
     f->applied = false;
+    f->topology[0] = '\0';
     f->len = len;
     memcpy(f->data, data, len);
     return f;
@@ -77,6 +78,8 @@ gw_frame_t *gw_frame_format(uint64_t epoch, const tb_event_t *ev, int64_t *reach
         f = gw_frame_new(frame.data, frame.len, ev->seq);
         f->version = version;
         f->applied = version >= 0 && strcmp(name, "mutation.applied") == 0;
+        if (tb_topic_topology_id(ev->topic, f->topology) != TB_OK)
+            f->topology[0] = '\0';
         *reached = after;
     }
     tb_buf_cleanup(&data);

@@ -21,17 +21,22 @@
 
 #include "tb/cursor.h"
 #include "tb/event.h"
+#include "tb/topic.h"
 
 typedef struct gw_frame {
     atomic_uint refs;
     uint64_t seq;    /* bus sequence of the event (0: none) */
     int64_t version; /* the topology version the event carries (TB_CURSOR_NO_VERSION: none) */
     bool applied;    /* a mutation.applied event: version is the one it makes */
+    char topology[TB_TOPOLOGY_ID_BUF_SIZE]; /* the event's topology ("" for other topics) */
     size_t len;
     char data[]; /* len bytes of complete SSE frame text */
 } gw_frame_t;
 
-/** A new frame with one reference holding a copy of len bytes, without a version. Any thread. */
+/**
+ * A new frame with one reference holding a copy of len bytes, without a version or a
+ * topology. Any thread.
+ */
 gw_frame_t *gw_frame_new(const char *data, size_t len, uint64_t seq);
 /** Adds a reference; returns f. Any thread. */
 gw_frame_t *gw_frame_ref(gw_frame_t *f);
@@ -40,7 +45,8 @@ void gw_frame_unref(gw_frame_t *f);
 
 /**
  * Formats bus event ev (borrowed) as a new frame: `id:` cursor, derived
- * name, data; the payload is parsed once here for its version. *reached is
+ * name, data; the payload is parsed once here for its version, and the
+ * topic for its topology. *reached is
  * the version a client that received every earlier event of the topology in
  * order has (TB_CURSOR_NO_VERSION: unknown); it is advanced past ev (to the
  * larger of it and ev's version) and stamped into the cursor. The caller owns

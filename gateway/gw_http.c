@@ -132,7 +132,8 @@ static bool origin_allowed(const gw_request_t *req)
     return false;
 }
 
-int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len)
+int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len,
+                         tb_buf_t *lead)
 {
     uint8_t buf[LWS_PRE + HEADER_BUF];
     uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
@@ -168,7 +169,17 @@ int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t co
         lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                     (const unsigned char *)"close", 5, &p, end))
         return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
+    if (lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    size_t room = (size_t)(end - p), take = !lead ? 0 : lead->len < room ? lead->len : room;
+    if (take > 0) {
+        memcpy(p, lead->data, take);
+        p += take;
+        memmove(lead->data, lead->data + take, lead->len - take);
+        tb_buf_truncate(lead, lead->len - take);
+    }
+    int len = (int)(p - start);
+    if (lws_write(wsi, start, (size_t)len, LWS_WRITE_HTTP_HEADERS) != len)
         return -1;
     req->headers_sent = true;
     tb__gw_metrics_count_response(req);
@@ -345,7 +356,7 @@ static int on_writeable(gw_request_t *req)
     if (!req->active || !req->replying)
         return 0;
     if (!req->headers_sent)
-        return tb__gw_write_headers(req, "no-store", req->response.len); /* body: next time */
+        return tb__gw_write_headers(req, "no-store", req->response.len, NULL); /* body: next */
     size_t remaining = req->response.len - req->sent;
     if (remaining > 0) {
         uint8_t buf[LWS_PRE + GW_WRITE_CHUNK];

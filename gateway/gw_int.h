@@ -62,6 +62,10 @@ typedef struct gw_loop {
     struct gw_loop_topology **topics; /* hash buckets: topology id -> its streams here */
     struct gw_session *sessions;      /* every stream on this loop */
     size_t nsessions;
+    struct gw_session *dirty;         /* streams with something to write after this pass */
+    bool batching;                    /* an inbox pass or a sweep is under way: its end
+                                         writes the dirty streams (tb__gw_sse_flush) */
+    int64_t sweep_at_ms;              /* when the sweep timer fires next */
     int watch_epfd;                   /* EPOLLRDHUP on every stream socket */
     struct lws *watcher;              /* the epoll fd adopted as a raw file; carries the timer */
     int bus_state;                    /* tb_bus_state_t as last told */
@@ -195,8 +199,11 @@ void tb__gw_metrics_get(gw_request_t *req);
 /**
  * Writes the status line and headers of req's response (content_len may be
  * LWS_ILLEGAL_HTTP_CONTENT_LEN for a stream), with the extra headers and CORS.
+ * With lead (may be NULL), the front of lead's text goes out in the same
+ * write, as much as fits, and is removed from lead: one send instead of two.
  */
-int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len);
+int tb__gw_write_headers(gw_request_t *req, const char *cache_control, size_t content_len,
+                         tb_buf_t *lead);
 /** Writes the access-log line of req. */
 void tb__gw_access_log(const gw_request_t *req, size_t bytes, const char *note);
 /**

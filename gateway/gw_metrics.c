@@ -131,8 +131,9 @@ static void render_bus(tb_buf_t *b, tb_gateway_t *gw)
     family(b, "topobus_bus_events_total", "counter", "bus events published (out) and received (in)");
     tb_buf_appendf(b, "topobus_bus_events_total{direction=\"in\"} %llu\n",
                    (unsigned long long)st.received);
+    /* Out: fire-and-forget publishes and the outbox relay's confirmed ones alike. */
     tb_buf_appendf(b, "topobus_bus_events_total{direction=\"out\"} %llu\n",
-                   (unsigned long long)st.published);
+                   (unsigned long long)(st.published + st.confirmed));
     family(b, "topobus_bus_events_dropped_total", "counter", "bus events lost, by where");
     const gw_counters_t *c = &gw->counters;
     tb_buf_appendf(b, "topobus_bus_events_dropped_total{reason=\"publish\"} %llu\n",
@@ -176,8 +177,12 @@ static void render_streams(tb_buf_t *b, tb_gateway_t *gw)
            atomic_load(&c->sse_version_gaps));
     metric(b, "topobus_sse_rejected_cap_total", "counter", "streams refused by the per-user cap",
            atomic_load(&c->sse_rejected_cap));
-    metric(b, "topobus_sse_subscriptions", "gauge", "topologies with a bus subscription",
+    metric(b, "topobus_sse_subscriptions", "gauge",
+           "topologies with an open stream, routed from the gateway's one bus subscription",
            gw_fanout_count(gw->fanout));
+    metric(b, "topobus_bus_subscriptions", "gauge",
+           "bus subscriptions the gateway holds (one, whatever the number of topologies)",
+           gw_fanout_live(gw->fanout) ? 1 : 0);
 }
 
 void tb__gw_metrics_get(gw_request_t *req)

@@ -23,9 +23,7 @@ struct gw_pool {
 /* Hands a finished job to its loop; if the loop no longer takes messages, it ends here. */
 static void send_back(gw_job_t *job)
 {
-    gw_msg_t *m = tb_xcalloc(1, sizeof *m);
-    m->kind = GW_MSG_JOB;
-    m->fd = -1;
+    gw_msg_t *m = gw_msg_new(GW_MSG_JOB);
     m->job = job;
     /* Never refused (see gw_inbox_push_take_nowake): the job is finished on its loop, or
      * by the inbox cleanup once the loop and its requests are gone. */

@@ -40,13 +40,15 @@ enum {
     ACCEPT_BATCH = 64,
     STOP_WAIT_MS = 5000,
     ATTACH_RETRY_MS = 250, /* the provider's own backoff decides when a connect is tried */
-    WATCH_RETRY_MS = 1000, /* failed subscriptions are tried again this often */
+    WATCH_STATE_MS = 250,  /* the bus state is looked at this often (a subscription that
+                              failed is tried again at most once a second) */
     POOL_THREADS = 2,       /* store calls are serialised per store; two keep one slow call
                                from holding up the rest */
     POOL_CAPACITY = 4096,   /* store calls waiting; beyond it requests are answered 503 */
     TICKET_CAPACITY = 100000,
     HEADER_DATA_MAX = 12288, /* room for an 8 KiB bearer token plus ordinary headers */
     HEADER_POOL = 64,
+    DRAIN_PASSES = 4, /* inbox passes per wake-up before other work gets a turn */
 };
 
 static const struct lws_protocols protocols[] = {
@@ -218,9 +220,9 @@ const char *tb_gateway_address(const tb_gateway_t *gw)
     return gw->address;
 }
 
-void tb__gw_loop_drain_inbox(gw_loop_t *loop)
+/* Handles what the inbox held: connections, finished store calls, bus events and notices. */
+static void handle_messages(gw_loop_t *loop, gw_msg_t *m)
 {
-    gw_msg_t *m = gw_inbox_take_all(&loop->inbox);
     while (m) {
         gw_msg_t *next = m->next;
         if (m->kind == GW_MSG_ADOPT) {
@@ -237,10 +239,29 @@ void tb__gw_loop_drain_inbox(gw_loop_t *loop)
         } else {
             tb__gw_sse_handle_msg(loop, m);
         }
-        gw_msg_free(m);
+        gw_inbox_recycle(&loop->inbox, m);
         m = next;
     }
+}
+
+void tb__gw_loop_drain_inbox(gw_loop_t *loop)
+{
+    /* What arrives while this runs is taken too, without another wake-up; a loop that is
+     * never left alone still returns to lws after a few passes (and wakes itself). */
+    loop->batching = true;
+    for (unsigned pass = 1;; pass++) {
+        handle_messages(loop, gw_inbox_take_all(&loop->inbox));
+        if (!gw_inbox_settle(&loop->inbox))
+            break;
+        if (pass == DRAIN_PASSES) {
+            gw_inbox_wake(&loop->inbox);
+            break;
+        }
+    }
     tb__gw_sse_check_overflow(loop);
+    loop->batching = false;
+    /* Everything the passes queued goes out now, one write per stream. */
+    tb__gw_sse_flush(loop);
 }
 
 tb_bus_t *tb__gw_bus(tb_gateway_t *gw)
@@ -263,9 +284,9 @@ uint64_t tb__gw_bus_epoch(tb_gateway_t *gw)
  * The bus watcher: asks the provider for the bus until it answers (the
  * singleton limits real connect attempts to one per 2 s) and publishes it to
  * the loops; from then on reconnection is the bus backend's job. It also
- * subscribes, every second, topologies whose subscription failed (the bus
- * was down, a JetStream election was under way): subscribing blocks, so it
- * happens here or on a worker, never on a loop.
+ * makes the gateway's one bus subscription if it is not in place yet (the
+ * bus was not reached at start, or a JetStream election was under way),
+ * trying every second: subscribing blocks, so it never happens on a loop.
  */
 /* Sleeps up to ms, or until tb_gateway_stop wakes it. */
 static void watch_sleep(tb_gateway_t *gw, int ms)
@@ -285,9 +306,21 @@ static void watch_sleep(tb_gateway_t *gw, int ms)
     pthread_mutex_unlock(&gw->watch_mu);
 }
 
+/* Tells the loops when the bus state changed; they tell their streams. */
+static void report_bus_state(tb_gateway_t *gw, int *last)
+{
+    int state = tb__gw_bus_state(gw);
+    if (state == *last)
+        return;
+    *last = state;
+    for (unsigned i = 0; i < gw->nloops; i++)
+        gw_inbox_push_take(&gw->loops[i].inbox, gw_msg_new(GW_MSG_BUS));
+}
+
 static void *watch_main(void *arg)
 {
     tb_gateway_t *gw = arg;
+    int last_state = tb__gw_bus_state(gw);
     while (!atomic_load(&gw->attach_stop)) {
         if (!tb__gw_bus(gw)) {
             tb_bus_t *bus = gw->deps.bus_provider(gw->deps.bus_provider_ud);
@@ -297,8 +330,9 @@ static void *watch_main(void *arg)
                 tb_log(TB_LOG_NOTICE, "gateway", "bus %s reached", tb_bus_backend(bus));
             }
         }
-        gw_fanout_retry(gw->fanout);
-        watch_sleep(gw, tb__gw_bus(gw) ? WATCH_RETRY_MS : ATTACH_RETRY_MS);
+        gw_fanout_attach(gw->fanout);
+        report_bus_state(gw, &last_state);
+        watch_sleep(gw, tb__gw_bus(gw) ? WATCH_STATE_MS : ATTACH_RETRY_MS);
     }
     return NULL;
 }
@@ -319,8 +353,7 @@ static void deal_connection(tb_gateway_t *gw, int fd)
     int one = 1;
     /* Adopted sockets miss the TCP_NODELAY lws sets on its own listener (NOTES-libs §10). */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    gw_msg_t *msg = tb_xcalloc(1, sizeof *msg);
-    msg->kind = GW_MSG_ADOPT;
+    gw_msg_t *msg = gw_msg_new(GW_MSG_ADOPT);
     msg->fd = fd;
     gw_loop_t *loop = &gw->loops[gw->next_loop++ % gw->nloops];
     if (gw_inbox_push_take(&loop->inbox, msg) == TB_OK)
@@ -372,6 +405,7 @@ tb_status tb_gateway_start(tb_gateway_t *gw)
     if (bus) {
         atomic_store(&gw->bus_epoch, tb_bus_epoch(bus));
         atomic_store(&gw->bus, bus);
+        gw_fanout_attach(gw->fanout); /* streams then open with the subscription in place */
     } else {
         tb_log(TB_LOG_WARN, "gateway", "bus unavailable; streams carry keepalives until it is");
     }
@@ -429,10 +463,7 @@ void tb_gateway_stop(tb_gateway_t *gw)
     /* Close streams spread over the drain window (CONTRACT §3.8), then let other requests
      * finish; both waits are bounded. */
     for (unsigned i = 0; i < gw->nloops && gw->loops[i].thread_started; i++) {
-        gw_msg_t *m = tb_xcalloc(1, sizeof *m);
-        m->kind = GW_MSG_DRAIN;
-        m->fd = -1;
-        gw_inbox_push_take(&gw->loops[i].inbox, m);
+        gw_inbox_push_take(&gw->loops[i].inbox, gw_msg_new(GW_MSG_DRAIN));
     }
     int64_t deadline = tb_clock_mono_ms() + gw->deps.cfg->drain_s * 1000 + STOP_WAIT_MS;
     while (atomic_load(&gw->counters.in_flight) > 0 && tb_clock_mono_ms() < deadline)
@@ -448,6 +479,8 @@ void tb_gateway_stop(tb_gateway_t *gw)
             loop->thread_started = false;
         }
     }
+    /* The inboxes refuse pushes now; after this no bus callback runs either. */
+    gw_fanout_detach(gw->fanout);
     if (was_serving)
         tb_log(TB_LOG_NOTICE, "gateway", "stopped");
 }

@@ -74,6 +74,36 @@ void tb__gw_sse_request_write(gw_session_t *s)
     lws_callback_on_writable(s->req->wsi);
 }
 
+/*
+ * A stream has something to write: during an inbox pass or a sweep it is
+ * written once the pass ends (tb__gw_sse_flush), with everything the pass
+ * queued for it; outside one, on WRITEABLE.
+ */
+void tb__gw_sse_want_write(gw_session_t *s)
+{
+    gw_loop_t *loop = s->loop;
+    if (!loop->batching) {
+        tb__gw_sse_request_write(s);
+        return;
+    }
+    if (!s->dirty) {
+        s->dirty = true;
+        s->dirty_next = loop->dirty;
+        loop->dirty = s;
+    }
+}
+
+static void forget_dirty(gw_session_t *s)
+{
+    if (!s->dirty)
+        return;
+    gw_session_t **link = &s->loop->dirty;
+    while (*link != s)
+        link = &(*link)->dirty_next;
+    *link = s->dirty_next;
+    s->dirty = false;
+}
+
 /* The loop's gauge has one writer (this thread): a plain relaxed store, no locked add. */
 static void loop_add_queued(gw_loop_t *loop, int64_t delta)
 {
@@ -164,7 +194,7 @@ static void enqueue(gw_session_t *s, gw_loop_frame_t *lf, bool check)
                           atomic_load_explicit(&s->loop->frames_queued, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     if (s->phase == GW_SSE_STREAMING && !s->holding)
-        tb__gw_sse_request_write(s);
+        tb__gw_sse_want_write(s);
 }
 
 void tb__gw_sse_enqueue(gw_session_t *s, gw_loop_frame_t *lf)
@@ -226,6 +256,7 @@ static void unlink_session(gw_session_t *s)
 void tb__gw_sse_session_free(gw_session_t *s)
 {
     tb_gateway_t *gw = s->loop->gw;
+    forget_dirty(s);
     unlink_session(s);
     gw_fanout_release(gw->fanout, s->loop->index, s->topic->id);
     topic_put(s->loop, s->topic);
@@ -301,8 +332,14 @@ void tb__gw_sse_open(gw_request_t *req)
 static int send_headers(gw_session_t *s)
 {
     gw_request_t *req = s->req;
-    if (tb__gw_write_headers(req, "no-cache, no-transform", LWS_ILLEGAL_HTTP_CONTENT_LEN))
+    /* The retry line and whatever follows it (snapshot, replay) share the headers' write. */
+    size_t before = s->control.len;
+    if (tb__gw_write_headers(req, "no-cache, no-transform", LWS_ILLEGAL_HTTP_CONTENT_LEN,
+                             &s->control))
         return -1;
+    s->bytes_sent += before - s->control.len;
+    if (s->control.len == 0)
+        tb_buf_cleanup(&s->control); /* a snapshot's worth of capacity is not kept idle */
     lws_http_mark_sse(req->wsi);
     tb__gw_request_shed(req);
     s->phase = GW_SSE_STREAMING;
@@ -314,7 +351,6 @@ static int send_headers(gw_session_t *s)
     s->last_write_ms = tb_clock_mono_ms();
     atomic_fetch_add(&s->loop->gw->counters.sse_open, 1);
     atomic_fetch_add(&s->loop->gw->counters.sse_opened, 1);
-    tb__gw_sse_request_write(s);
     return 0;
 }
 
@@ -356,6 +392,42 @@ static size_t fill(gw_session_t *s, char *out, size_t room)
     return n;
 }
 
+/*
+ * Writes control text and queued frames, up to one write budget, and asks for
+ * WRITEABLE if more remains. -1 if the socket failed.
+ */
+static int write_queued(gw_session_t *s, int64_t now_ms)
+{
+    char *buf = s->loop->write_buf + LWS_PRE;
+    size_t n = fill(s, buf, GW_SSE_WRITE_BUDGET);
+    if (n > 0) {
+        if (lws_write(s->req->wsi, (unsigned char *)buf, n, LWS_WRITE_HTTP) < (int)n)
+            return -1;
+        s->bytes_sent += n;
+        s->last_write_ms = now_ms;
+    }
+    if (s->control.len > 0 || (s->count > 0 && !s->holding))
+        tb__gw_sse_request_write(s);
+    return 0;
+}
+
+/* A keepalive that fell due goes out only if nothing else does. */
+static void add_keepalive(gw_session_t *s)
+{
+    if (s->keepalive_due && s->control.len == 0 && (s->count == 0 || s->holding))
+        tb_sse_format_comment(&s->control, "keepalive");
+    s->keepalive_due = false;
+}
+
+/* Sends what s has, its headers first if they have not gone yet. -1 if the socket failed. */
+static int write_now(gw_session_t *s, int64_t now_ms)
+{
+    if (s->phase == GW_SSE_HEADERS && send_headers(s) < 0)
+        return -1;
+    add_keepalive(s);
+    return write_queued(s, now_ms);
+}
+
 int tb__gw_sse_writeable(gw_request_t *req)
 {
     gw_session_t *s = req->sse;
@@ -364,24 +436,36 @@ int tb__gw_sse_writeable(gw_request_t *req)
         return -1;
     if (s->phase == GW_SSE_OPENING)
         return 0; /* nothing goes out before the opening read answered */
-    if (s->phase == GW_SSE_HEADERS)
-        return send_headers(s);
-    if (s->keepalive_due && s->control.len == 0 && (s->count == 0 || s->holding))
-        tb_sse_format_comment(&s->control, "keepalive");
-    s->keepalive_due = false;
-    char *buf = s->loop->write_buf + LWS_PRE;
-    size_t n = fill(s, buf, GW_SSE_WRITE_BUDGET);
-    if (n > 0) {
-        if (lws_write(req->wsi, (unsigned char *)buf, n, LWS_WRITE_HTTP) < (int)n)
-            return -1;
-        s->bytes_sent += n;
-        s->last_write_ms = tb_clock_mono_ms();
-    }
-    if (s->control.len > 0 || (s->count > 0 && !s->holding))
-        tb__gw_sse_request_write(s);
-    else if (s->close_after_write)
+    if (write_now(s, tb_clock_mono_ms()) < 0)
+        return -1;
+    if (s->control.len == 0 && (s->count == 0 || s->holding) && s->close_after_write)
         return -1;
     return 0;
+}
+
+void tb__gw_sse_flush(gw_loop_t *loop)
+{
+    int64_t now = tb_clock_mono_ms();
+    gw_session_t *s = loop->dirty;
+    loop->dirty = NULL;
+    while (s) {
+        gw_session_t *next = s->dirty_next;
+        s->dirty = false;
+        s->dirty_next = NULL;
+        struct lws *wsi = s->req->wsi;
+        if (s->phase == GW_SSE_OPENING) {
+            /* Nothing goes out before the opening read answered. */
+        } else if (s->dead || s->closing || s->close_after_write) {
+            tb__gw_sse_request_write(s); /* WRITEABLE closes it, or finishes it first */
+        } else if (lws_partial_buffered(wsi)) {
+            tb__gw_sse_request_write(s); /* lws sends its own backlog first */
+        } else if (write_now(s, now) < 0) {
+            /* Outside its own callback a stream cannot be closed by returning -1. */
+            s->dead = true;
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        }
+        s = next;
+    }
 }
 
 void tb__gw_sse_closed(gw_request_t *req)

@@ -28,6 +28,11 @@ void tb__gw_sse_closed(gw_request_t *req);
 
 /** Handles inbox messages that concern streams (events, drops, bus state, drain). */
 void tb__gw_sse_handle_msg(gw_loop_t *loop, const gw_msg_t *msg);
+/**
+ * After an inbox pass: writes what it queued, one write per stream, to every
+ * stream whose socket has room; the others are written on WRITEABLE.
+ */
+void tb__gw_sse_flush(gw_loop_t *loop);
 /** After a drain pass: a full inbox lost messages, so every stream resyncs. */
 void tb__gw_sse_check_overflow(gw_loop_t *loop);
 /** Callbacks on the loop's watcher wsi (raw file events, the timer); lws result. */

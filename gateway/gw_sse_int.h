@@ -61,11 +61,20 @@ typedef struct gw_session {
     bool resync;  /* a snapshot must replace what was dropped; queued events are dropped */
     bool holding; /* a resync snapshot is being read: queued events wait behind it */
     bool keepalive_due, dead, closing, close_after_write, write_requested;
+    bool dirty;                     /* on the loop's list of streams to write after a drain */
+    struct gw_session *dirty_next;
 } gw_session_t;
 
 /* gw_sse.c */
 gw_loop_topology_t *tb__gw_sse_topic_find(gw_loop_t *loop, const char *id);
 void tb__gw_sse_request_write(gw_session_t *s);
+/**
+ * Something is to be written to s: at the end of the inbox pass or sweep
+ * under way (one write with everything), or else on WRITEABLE.
+ */
+void tb__gw_sse_want_write(gw_session_t *s);
+/** Makes sure the loop's sweep runs by at_ms (a snapshot retry is due then). */
+void tb__gw_sse_sweep_by(gw_loop_t *loop, int64_t at_ms);
 void tb__gw_sse_queue_clear(gw_session_t *s);
 /** A loop-local holder of f with one use (the caller's), taking a reference on f. */
 gw_loop_frame_t *tb__gw_sse_hold(gw_frame_t *f);

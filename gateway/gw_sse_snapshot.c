@@ -109,11 +109,10 @@ static bool replay(snap_job_t *j)
 static void run(gw_job_t *base)
 {
     snap_job_t *j = (snap_job_t *)base;
-    /* Subscribe before reading (CONTRACT §3). If that fails the stream still opens; the bus
-     * watcher subscribes later and the stream resyncs then. */
-    if (j->kind == SNAP_OPEN && gw_fanout_ensure(j->gw->fanout, j->topology) == TB_EBACKEND)
-        tb_log(TB_LOG_NOTICE, "sse", "topology=%s not subscribed yet; retrying", j->topology);
-    if (j->kind == SNAP_OPEN && j->resume && replay(j)) {
+    /* Subscribe before reading (CONTRACT §3): the stream registered its topology before this
+     * job was queued, so with the gateway's bus subscription in place every event from now
+     * on reaches it. Without it the stream still opens, and resyncs once it is made. */
+    if (j->kind == SNAP_OPEN && j->resume && gw_fanout_live(j->gw->fanout) && replay(j)) {
         j->resumed = true;
         return;
     }
@@ -128,6 +127,13 @@ static void run(gw_job_t *base)
 }
 
 /* ---- loop side ------------------------------------------------------------ */
+
+/* The snapshot read failed or could not be queued: the sweep asks again in RETRY_MS. */
+static void retry_later(gw_session_t *s)
+{
+    s->snapshot_retry_ms = tb_clock_mono_ms() + RETRY_MS;
+    tb__gw_sse_sweep_by(s->loop, s->snapshot_retry_ms);
+}
 
 static int64_t snapshot_version(const json_t *snap)
 {
@@ -216,10 +222,10 @@ static void opened(gw_session_t *s, snap_job_t *j)
         /* The store is away: answer 200 anyway (a browser gives up for good on other
          * statuses), carry keepalives, and send the snapshot once it can be read. */
         s->holding = true;
-        s->snapshot_retry_ms = tb_clock_mono_ms() + RETRY_MS;
+        retry_later(s);
     }
     s->phase = GW_SSE_HEADERS;
-    tb__gw_sse_request_write(s);
+    tb__gw_sse_want_write(s); /* headers and what is queued go out together */
     if (s->resync) /* the queue overflowed or the bus changed while opening */
         tb__gw_sse_want_snapshot(s);
 }
@@ -232,12 +238,12 @@ static void resynced(gw_session_t *s, snap_job_t *j)
         int64_t version = tb__gw_sse_append_snapshot(s, j->snap, j->cursor_seq);
         j->snap = NULL;
         s->holding = false;
-        tb__gw_sse_request_write(s);
+        tb__gw_sse_want_write(s);
         rebase_version(s, version);
     } else if (j->st == TB_ENOTFOUND) {
         tb__gw_sse_error_close(s); /* the topology vanished under the stream */
     } else {
-        s->snapshot_retry_ms = tb_clock_mono_ms() + RETRY_MS; /* the sweep asks again */
+        retry_later(s); /* the sweep asks again */
     }
 }
 
@@ -308,7 +314,7 @@ void tb__gw_sse_want_snapshot(gw_session_t *s)
     if (gw_pool_submit(s->loop->gw->pool, &j->base, s->loop, s->req) != TB_OK) {
         free(j);
         s->resync = true;
-        s->snapshot_retry_ms = tb_clock_mono_ms() + RETRY_MS;
+        retry_later(s);
     }
 }
 

@@ -229,12 +229,22 @@ static void track_nats(pid_t old_pid, pid_t new_pid)
 
 static bool nats_launch(tb_test_nats_t *n)
 {
-    char port[16];
+    char port[16], mport[16];
     snprintf(port, sizeof port, "%d", n->port);
-    const char *plain[] = {"nats-server", "-a", "127.0.0.1", "-p", port, NULL};
-    const char *js[] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", n->store_dir,
-                        NULL};
-    n->pid = tb_test_spawn(n->jetstream ? js : plain, NULL);
+    snprintf(mport, sizeof mport, "%d", n->monitor_port);
+    const char *argv[12] = {"nats-server", "-a", "127.0.0.1", "-p", port};
+    size_t argc = 5;
+    if (n->jetstream) {
+        argv[argc++] = "-js";
+        argv[argc++] = "-sd";
+        argv[argc++] = n->store_dir;
+    }
+    if (n->monitor_port > 0) {
+        argv[argc++] = "-m";
+        argv[argc++] = mport;
+    }
+    argv[argc] = NULL;
+    n->pid = tb_test_spawn(argv, NULL);
     if (n->pid < 0)
         return false;
     track_nats(0, n->pid);
@@ -245,10 +255,14 @@ static bool nats_launch(tb_test_nats_t *n)
         n->pid = -1;
         return false;
     }
+    if (n->monitor_port > 0 && !tb_test_wait_port(n->monitor_port, START_TIMEOUT_MS)) {
+        fprintf(stderr, "nats-server monitoring did not accept on port %d\n", n->monitor_port);
+        return false; /* still tracked: tb_test_nats_stop or the exit hook kills it */
+    }
     return true;
 }
 
-bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
+static bool nats_start(tb_test_nats_t *n, int port, bool jetstream, bool monitored)
 {
     memset(n, 0, sizeof *n);
     n->pid = -1;
@@ -258,6 +272,8 @@ bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
     }
     n->port = port ? port : tb_test_free_port();
     n->jetstream = jetstream;
+    if (monitored)
+        n->monitor_port = tb_test_free_port();
     snprintf(n->url, sizeof n->url, "nats://127.0.0.1:%d", n->port);
     if (jetstream) {
         snprintf(n->store_dir, sizeof n->store_dir, "/tmp/tb-nats-XXXXXX");
@@ -265,6 +281,16 @@ bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
             return false;
     }
     return nats_launch(n);
+}
+
+bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
+{
+    return nats_start(n, port, jetstream, false);
+}
+
+bool tb_test_nats_start_monitored(tb_test_nats_t *n, bool jetstream)
+{
+    return nats_start(n, 0, jetstream, true);
 }
 
 void tb_test_nats_kill(tb_test_nats_t *n, int sig)

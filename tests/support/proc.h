@@ -56,6 +56,7 @@ typedef struct tb_test_nats {
     pid_t pid;
     int port;
     bool jetstream;
+    int monitor_port;    /* the HTTP monitoring port (-m), 0 if none */
     char store_dir[128]; /* JetStream store (removed by tb_test_nats_stop) */
     char url[64];        /* nats://127.0.0.1:<port> */
 } tb_test_nats_t;
@@ -67,6 +68,13 @@ typedef struct tb_test_nats {
  * nats-server aborts the test run: it is a failure, never a skip.
  */
 bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream);
+
+/**
+ * As tb_test_nats_start on a free port, with the HTTP monitoring endpoint
+ * (/connz, /jsz, ...) on another free port, n->monitor_port (kept across
+ * restarts).
+ */
+bool tb_test_nats_start_monitored(tb_test_nats_t *n, bool jetstream);
 
 /** Kills the server (sig: SIGKILL for a crash, SIGTERM for a stop) and reaps it. */
 void tb_test_nats_kill(tb_test_nats_t *n, int sig);

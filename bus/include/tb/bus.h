@@ -58,7 +58,7 @@ typedef void (*tb_bus_event_cb)(tb_event_t *ev, void *ud);
 /** Called when the state changes, with the new state. */
 typedef void (*tb_bus_state_cb)(tb_bus_state_t state, void *ud);
 
-/** What a subscription is told. on_event is required, on_dropped may be NULL. */
+/** What a subscription is told. on_event is required, on_dropped and want may be NULL. */
 typedef struct tb_sub_handlers {
     tb_bus_event_cb on_event;
     /**
@@ -69,6 +69,15 @@ typedef struct tb_sub_handlers {
      * stream.
      */
     void (*on_dropped)(uint64_t count, void *ud);
+    /**
+     * Whether an event on topic is wanted at all, asked before its envelope
+     * is decoded, so the events of a wide pattern the subscriber would throw
+     * away cost little: false drops the event (not counted as received).
+     * It runs on the thread and under the same rules as on_event. Asked by
+     * nats; mem delivers already-built events without asking, so on_event
+     * must still cope with events it would not have wanted.
+     */
+    bool (*want)(const char *topic, void *ud);
 } tb_sub_handlers_t;
 
 /** Settings of a bus; tb_bus_options_init fills the defaults. */
@@ -76,6 +85,8 @@ typedef struct tb_bus_options {
     size_t ring_size;              /* mem: events kept for replay (default 65536) */
     size_t ring_max_bytes;         /* mem: payload bytes kept for replay (default 64 MiB) */
     const char *stream_name;       /* nats: JetStream stream on topology.> ("TOPOBUS") */
+    const char *client_name;       /* nats: the connection's name, as the server's monitoring
+                                      (/connz) shows it (NULL: none) */
     int64_t stream_max_age_s;      /* nats: stream retention by age (3600) */
     int64_t stream_max_bytes;      /* nats: stream retention by size (256 MiB) */
     int64_t stream_duplicates_s;   /* nats: the stream's duplicate window: a message whose
@@ -88,7 +99,11 @@ typedef struct tb_bus_options {
     int reconnect_wait_ms;         /* nats: wait between reconnect attempts (250) */
     int js_heartbeat_ms;           /* nats: JetStream consumer heartbeat; a consumer silent for
                                       about two of these is rebuilt (2000) */
-    int connect_timeout_ms;        /* nats: one connect attempt / JetStream request (2000) */
+    int connect_timeout_ms;        /* nats: one connect attempt / JetStream request, and a
+                                      whole replay (2000) */
+    int replay_max;                /* nats: replays (each a short-lived JetStream consumer)
+                                      under way at once; more wait for a place within their
+                                      time, then answer TB_ETIMEDOUT (4) */
     bool retry_first_connect;      /* nats: a failed first connect keeps trying (true) */
     int publish_buffer_bytes;      /* nats: publishes buffered during an outage (8 MiB) */
     int sub_pending_msgs;          /* nats: per-subscription queue before drops (262144) */
@@ -117,7 +132,7 @@ void tb_bus_options_init(tb_bus_options_t *opts);
 
 /**
  * Opens a bus from a URL (see the file comment). opts may be NULL for the
- * defaults; it is copied (stream_name too). nats: connects once; if that
+ * defaults; it is copied (stream_name and client_name too). nats: connects once; if that
  * fails, the bus starts DOWN and keeps trying when retry_first_connect is
  * set, else TB_EIO. Probes JetStream and creates the stream if missing.
  * Returns TB_OK with *out new, TB_EINVAL for a malformed URL or option,
@@ -266,7 +281,9 @@ tb_status tb_bus_head(tb_bus_t *bus, tb_cursor_t *out);
  * TB_ENOTFOUND ("gone"): the epoch is not this bus's, the sequence is not
  * one this bus issued, or events after it were discarded; the caller must
  * resync from a snapshot. TB_EINVAL for a bad pattern. nats may also return
- * TB_ETIMEDOUT or TB_EBACKEND, which callers treat as gone.
+ * TB_ETIMEDOUT or TB_EBACKEND, which callers treat as gone. nats replays from
+ * JetStream with a consumer of its own that lives for the call only; a call
+ * takes at most connect_timeout_ms, and at most replay_max run at once.
  */
 tb_status tb_bus_replay(tb_bus_t *bus, const char *pattern, const tb_cursor_t *after,
                         tb_bus_event_cb on_event, void *ud);

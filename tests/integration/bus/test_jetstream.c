@@ -267,6 +267,123 @@ static void test_jetstream_leader_change_resyncs_stream_subscriptions(void **sta
     tb_test_nats_stop(&srv);
 }
 
+/* A replay whose first event holds its thread (and so its replay place) for a while. */
+typedef struct slow_replay {
+    tb_bus_t *bus;
+    atomic_bool inside;
+    tb_status st;
+} slow_replay_t;
+
+static void hold_event(tb_event_t *ev, void *ud)
+{
+    (void)ev;
+    slow_replay_t *r = ud;
+    if (!atomic_exchange(&r->inside, true))
+        tb_test_sleep_ms(800);
+}
+
+static void *slow_replay_main(void *arg)
+{
+    slow_replay_t *r = arg;
+    tb_cursor_t after = {tb_bus_epoch(r->bus), 0, TB_CURSOR_NO_VERSION};
+    r->st = tb_bus_replay(r->bus, "topology.>", &after, hold_event, r);
+    return NULL;
+}
+
+static bool slow_is_inside(void *ud)
+{
+    return atomic_load(&((slow_replay_t *)ud)->inside);
+}
+
+static void test_jetstream_replays_are_bounded_in_number_and_time(void **state)
+{
+    (void)state;
+    tb_test_nats_t srv;
+    assert_true(tb_test_nats_start(&srv, 0, true));
+    tb_bus_options_t o;
+    tb_bus_options_init(&o);
+    o.stream_name = "TBTEST";
+    o.stream_max_age_s = 600;
+    o.stream_max_bytes = 1024 * 1024;
+    o.connect_timeout_ms = 300;
+    o.replay_max = 1;
+    tb_bus_t *bus = NULL;
+    assert_int_equal(tb_bus_create(&bus, srv.url, &o), TB_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tb_bus_publish(bus, "topology.t1.status", NULL, "{}", 2), TB_OK);
+    assert_int_equal(tb_bus_drain(bus, WAIT_MS), TB_OK);
+    tb_test_sleep_ms(200); /* the stream has stored them */
+
+    /* One replay holds the only place: another waits its time out, then says so. */
+    slow_replay_t slow = {.bus = bus};
+    atomic_init(&slow.inside, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_replay_main, &slow), 0);
+    assert_true(tb_test_wait_until(slow_is_inside, &slow, WAIT_MS));
+    collector_t got;
+    collector_init(&got);
+    tb_cursor_t after = {tb_bus_epoch(bus), 0, TB_CURSOR_NO_VERSION};
+    long long t0 = tb_test_now_ms();
+    assert_int_equal(tb_bus_replay(bus, "topology.>", &after, collect_event, &got), TB_ETIMEDOUT);
+    long long waited = tb_test_now_ms() - t0;
+    assert_true(waited >= 250 && waited < 2000);
+    assert_int_equal(got.n, 0);
+    pthread_join(t, NULL);
+    /* The slow one ran out of time itself (its place was held, not its deadline moved). */
+    assert_int_not_equal(slow.st, TB_OK);
+
+    /* The place is free again. */
+    assert_int_equal(tb_bus_replay(bus, "topology.>", &after, collect_event, &got), TB_OK);
+    assert_int_equal(got.n, 3);
+    collector_cleanup(&got);
+    tb_bus_destroy(bus);
+    tb_test_nats_stop(&srv);
+}
+
+/* A want handler that takes only topology t2, counting what it was asked. */
+static atomic_int asked;
+
+static bool want_t2(const char *topic, void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&asked, 1);
+    return strncmp(topic, "topology.t2.", 12) == 0;
+}
+
+static void test_jetstream_want_skips_events_before_they_are_decoded(void **state)
+{
+    (void)state;
+    tb_test_nats_t srv;
+    assert_true(tb_test_nats_start(&srv, 0, true));
+    tb_bus_t *bus = open_bus(srv.url);
+    collector_t live;
+    collector_init(&live);
+    tb_sub_handlers_t h = collect_handlers;
+    h.want = want_t2;
+    tb_sub_t *sub;
+    atomic_init(&asked, 0);
+    assert_int_equal(tb_bus_subscribe(bus, "topology.>", &h, &live, &sub), TB_OK);
+    for (int i = 1; i <= 4; i++)
+        assert_int_equal(tb_bus_publish(bus, i % 2 ? "topology.t1.status" : "topology.t2.status",
+                                        NULL, "{}", 2),
+                         TB_OK);
+    assert_int_equal(tb_bus_drain(bus, WAIT_MS), TB_OK);
+    assert_true(wait_count(&live, 2, WAIT_MS));
+    tb_test_sleep_ms(200);
+    assert_int_equal(atomic_load(&asked), 4);
+    assert_int_equal(live.n, 2);
+    /* The wanted ones keep their stream sequences. */
+    assert_int_equal(live.events[0]->seq, 2);
+    assert_int_equal(live.events[1]->seq, 4);
+    tb_bus_stats_t st;
+    tb_bus_stats(bus, &st);
+    assert_int_equal(st.received, 2);
+    tb_sub_close(sub);
+    collector_cleanup(&live);
+    tb_bus_destroy(bus);
+    tb_test_nats_stop(&srv);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -275,6 +392,8 @@ int main(void)
         cmocka_unit_test(test_jetstream_ordered_subscription_survives_restart),
         cmocka_unit_test(test_jetstream_not_answering_is_left_alone_then_asked_again),
         cmocka_unit_test(test_jetstream_leader_change_resyncs_stream_subscriptions),
+        cmocka_unit_test(test_jetstream_replays_are_bounded_in_number_and_time),
+        cmocka_unit_test(test_jetstream_want_skips_events_before_they_are_decoded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

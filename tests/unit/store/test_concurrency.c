@@ -8,12 +8,14 @@
  * child writes the ids it claimed to its own file; the parent checks them.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,8 +127,13 @@ static void test_concurrency_four_processes_claim_each_row_once(void **state)
     for (int c = 0; c < N_CHILDREN; c++) {
         pids[c] = fork();
         assert_true(pids[c] >= 0);
-        if (pids[c] == 0)
+        if (pids[c] == 0) {
+            /* A test killed on its timeout takes its children with it. */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() == 1)
+                _exit(1);
             _exit(child_main(&t, c));
+        }
     }
     for (int c = 0; c < N_CHILDREN; c++) {
         int status = 0;
