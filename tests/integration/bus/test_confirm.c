@@ -306,6 +306,32 @@ static void watchdog_disarm(watchdog_t *w)
 /* More bytes than the kernel buffers of a hung connection hold (about 4 MiB on loopback):
  * without a bound on what awaits acks, a publish would block on the socket past any
  * deadline. */
+/*
+ * A big batch against a frozen server (SIGSTOP: connection open, nothing answers) keeps
+ * its deadline, every item TB_ETIMEDOUT; once thawed, the same batch is confirmed.
+ */
+static void frozen_server_keeps_the_deadline(tb_test_nats_t *srv, tb_bus_t *bus, batch_t *b)
+{
+    assert_int_equal(kill(srv->pid, SIGSTOP), 0);
+    watchdog_t w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                    .cv = PTHREAD_COND_INITIALIZER,
+                    .pid = srv->pid,
+                    .after_ms = STALL_MS + 5000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, watchdog_run, &w), 0);
+    long long t0 = tb_test_now_ms();
+    tb_status st = tb_bus_publish_confirmed(bus, b->items, b->n, STALL_MS);
+    long long took = tb_test_now_ms() - t0;
+    watchdog_disarm(&w);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(kill(srv->pid, SIGCONT), 0);
+    if (took > STALL_MS + MARGIN_MS)
+        fail_msg("returned after %lld ms, deadline %d ms", took, STALL_MS);
+    assert_int_equal(st, TB_ETIMEDOUT);
+    results_are(b, TB_ETIMEDOUT);
+    assert_int_equal(tb_bus_publish_confirmed(bus, b->items, b->n, CONFIRM_MS), TB_OK);
+}
+
 static void test_confirm_jetstream_stopped_server_big_batch_keeps_its_deadline(void **state)
 {
     (void)state;
@@ -314,24 +340,7 @@ static void test_confirm_jetstream_stopped_server_big_batch_keeps_its_deadline(v
     tb_bus_t *bus = open_bus(srv.url, NULL);
     batch_t b;
     batch_init_padded(&b, BATCH, 16 * 1024); /* 8 MiB */
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
-    watchdog_t w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                    .cv = PTHREAD_COND_INITIALIZER,
-                    .pid = srv.pid,
-                    .after_ms = STALL_MS + 5000};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, watchdog_run, &w), 0);
-    long long t0 = tb_test_now_ms();
-    tb_status st = tb_bus_publish_confirmed(bus, b.items, b.n, STALL_MS);
-    long long took = tb_test_now_ms() - t0;
-    watchdog_disarm(&w);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
-    if (took > STALL_MS + MARGIN_MS)
-        fail_msg("returned after %lld ms, deadline %d ms", took, STALL_MS);
-    assert_int_equal(st, TB_ETIMEDOUT);
-    results_are(&b, TB_ETIMEDOUT);
-    assert_int_equal(tb_bus_publish_confirmed(bus, b.items, b.n, CONFIRM_MS), TB_OK);
+    frozen_server_keeps_the_deadline(&srv, bus, &b);
     observer_t ob;
     observer_open(&ob, srv.url);
     stream_holds_exactly(&ob, &b);
@@ -437,24 +446,7 @@ static void test_confirm_core_stopped_server_big_batch_keeps_its_deadline(void *
     tb_bus_t *bus = open_bus(srv.url, NULL);
     batch_t b;
     batch_init_padded(&b, BATCH, 16 * 1024);
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
-    watchdog_t w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                    .cv = PTHREAD_COND_INITIALIZER,
-                    .pid = srv.pid,
-                    .after_ms = STALL_MS + 5000};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, watchdog_run, &w), 0);
-    long long t0 = tb_test_now_ms();
-    tb_status st = tb_bus_publish_confirmed(bus, b.items, b.n, STALL_MS);
-    long long took = tb_test_now_ms() - t0;
-    watchdog_disarm(&w);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
-    if (took > STALL_MS + MARGIN_MS)
-        fail_msg("returned after %lld ms, deadline %d ms", took, STALL_MS);
-    assert_int_equal(st, TB_ETIMEDOUT);
-    results_are(&b, TB_ETIMEDOUT);
-    assert_int_equal(tb_bus_publish_confirmed(bus, b.items, b.n, CONFIRM_MS), TB_OK);
+    frozen_server_keeps_the_deadline(&srv, bus, &b);
     batch_cleanup(&b);
     tb_bus_destroy(bus);
     tb_test_nats_stop(&srv);
