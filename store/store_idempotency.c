@@ -142,13 +142,18 @@ tb_status tb_store_idem_reserve(tb_store_t *s, const char *user, const char *key
 {
     tb_store_err_t scratch;
     err = tb__store_err_reset(err, &scratch);
-    memset(out, 0, sizeof *out);
+    /* The inputs may be out's own fields (a reservation made again): copy them first. */
+    tb_store_idem_t rec;
+    memset(&rec, 0, sizeof rec);
     tb_status st = check_request(user, key, hash, err);
+    if (!st) {
+        memcpy(rec.user, user, strlen(user) + 1);
+        memcpy(rec.key, key, strlen(key) + 1);
+        memcpy(rec.hash, hash, TB_STORE_IDEM_HASH_LEN + 1);
+    }
+    *out = rec;
     if (st)
         return st;
-    memcpy(out->user, user, strlen(user) + 1);
-    memcpy(out->key, key, strlen(key) + 1);
-    memcpy(out->hash, hash, TB_STORE_IDEM_HASH_LEN + 1);
     char token[TB_STORE_IDEM_TOKEN_LEN + 1];
     tb_random_hex(token, TB_STORE_IDEM_TOKEN_LEN / 2);
     pthread_mutex_lock(&s->lock);

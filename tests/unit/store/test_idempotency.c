@@ -120,6 +120,11 @@ static void test_idem_reserve_in_flight_mismatch_then_replay(void **state)
     assert_null(rec.body);
     assert_int_equal(outcome_of(s, f->user, "k1", 'a'), TB_IDEM_IN_FLIGHT);
     assert_int_equal(outcome_of(s, f->user, "k1", 'b'), TB_IDEM_MISMATCH);
+    /* Asking again with a record's own fields (they are read before it is rewritten). */
+    tb_store_idem_t self = rec;
+    assert_int_equal(tb_store_idem_reserve(s, self.user, self.key, self.hash, &self, NULL), TB_OK);
+    assert_int_equal(self.outcome, TB_IDEM_IN_FLIGHT);
+    assert_string_equal(self.user, f->user);
     const char *body = "{\"error\":\"not_mutable\",\"message\":\"ünïcode\"}";
     assert_int_equal(tb_store_idem_record(s, &rec, 409, body, NULL), TB_OK);
     reserve_expect(s, f->user, "k1", 'a', TB_IDEM_REPLAY, &again);
