@@ -267,8 +267,16 @@ bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream)
     return nats_launch(n);
 }
 
+void tb_test_nats_freeze(tb_test_nats_t *n, bool frozen)
+{
+    if (n->pid > 0 && kill(n->pid, frozen ? SIGSTOP : SIGCONT) == 0)
+        n->frozen = frozen;
+}
+
 void tb_test_nats_kill(tb_test_nats_t *n, int sig)
 {
+    if (n->frozen)
+        tb_test_nats_freeze(n, false); /* a stopped process would not act on sig */
     if (n->pid > 0) {
         tb_test_stop(n->pid, sig, 5000);
         track_nats(n->pid, 0);

@@ -58,6 +58,7 @@ typedef struct tb_test_nats {
     bool jetstream;
     char store_dir[128]; /* JetStream store (removed by tb_test_nats_stop) */
     char url[64];        /* nats://127.0.0.1:<port> */
+    bool frozen;         /* SIGSTOPped by tb_test_nats_freeze */
 } tb_test_nats_t;
 
 /**
@@ -67,6 +68,13 @@ typedef struct tb_test_nats {
  * nats-server aborts the test run: it is a failure, never a skip.
  */
 bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream);
+
+/**
+ * Freezes the server (SIGSTOP: a silent dead peer, its connections open and
+ * unanswered) or thaws it (SIGCONT). Stopping or killing a frozen server
+ * thaws it first.
+ */
+void tb_test_nats_freeze(tb_test_nats_t *n, bool frozen);
 
 /** Kills the server (sig: SIGKILL for a crash, SIGTERM for a stop) and reaps it. */
 void tb_test_nats_kill(tb_test_nats_t *n, int sig);
