@@ -7,7 +7,10 @@
  * the database's write lock while it waits); a restarted gateway still
  * answers with the first answer; a malformed key is 400; another user's
  * equal key is independent; answers older than 24 h are forgotten and
- * pruned (the test ages rows in the file rather than waiting a day).
+ * pruned (the test ages rows in the file rather than waiting a day). On
+ * PostgreSQL, two gateways share the store: a duplicate sent to the other
+ * gateway while the first is held up (the test holds the topology's row
+ * lock) is 409 from the store's reservation, then gets the first answer.
  *
  * Each test starts its own gateway(s); the teardown stops every process by
  * PID, lets go of the lock and joins the request thread, however the test
@@ -24,9 +27,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "gw_test.h"
+#include "pg_server.h"
 
 #define OP_A "{\"op\":\"add_node\",\"payload\":{\"id\":\"a\",\"kind\":\"router\"}}"
 #define OP_B "{\"op\":\"add_node\",\"payload\":{\"id\":\"b\",\"kind\":\"router\"}}"
@@ -46,6 +51,8 @@ typedef struct fixture {
     tb_test_gateway_t g[2];
     bool running[2];
     sqlite3 *db; /* the test's own connection to the gateway's file */
+    tb_test_pg_t pg;
+    PGconn *pg_lock; /* the test's own PostgreSQL session, holding a row lock */
     slow_request_t slow;
     char *editor, *editor2, *publisher;
 } fixture_t;
@@ -71,11 +78,16 @@ static int teardown(void **state)
     if (f->slow.started)
         pthread_join(f->slow.thread, NULL);
     tb_http_response_cleanup(&f->slow.r);
+    PQfinish(f->pg_lock); /* its transaction ends with it */
+    if (f->slow.started)
+        pthread_join(f->slow.thread, NULL);
+    f->slow.started = false;
     for (int i = 1; i >= 0; i--) {
         if (f->running[i])
             tb_test_gateway_stop(&f->g[i], SIGTERM, 10000);
         tb_test_gateway_cleanup(&f->g[i]);
     }
+    tb_test_pg_stop(&f->pg);
     free(f->editor);
     free(f->editor2);
     free(f->publisher);
@@ -83,10 +95,13 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Starts gateway i (on gateway 0's database when i is 1 and same_db is set). */
+/* Starts gateway i (on gateway 0's database when i is 1 and same_db is set; on the test's
+ * PostgreSQL server once it runs). */
 static tb_test_gateway_t *start(fixture_t *f, int i, const char *bus, bool same_db)
 {
     tb_test_gateway_opts_t o = {.bus = bus, .db = same_db ? f->g[0].db_url : NULL};
+    if (f->pg.pid > 0)
+        o.db = f->pg.url;
     assert_true(tb_test_gateway_start(&f->g[i], &o));
     f->running[i] = true;
     return &f->g[i];
@@ -446,6 +461,63 @@ static void test_idem_publish_takes_a_key_and_tickets_ignore_it(void **state)
     assert_string_not_equal(t1, t2);
 }
 
+static bool reservation_made(void *ud)
+{
+    fixture_t *f = ud;
+    char *n = NULL;
+    bool made = tb_test_pg_exec(&f->pg, "SELECT count(*) FROM idempotency WHERE key = 'across'",
+                                &n) &&
+                n && strcmp(n, "1") == 0;
+    free(n);
+    return made;
+}
+
+static void test_idem_duplicate_on_another_gateway_is_409_from_the_store_pg(void **state)
+{
+    fixture_t *f = *state;
+    assert_true(tb_test_pg_start(&f->pg));
+    tb_test_gateway_t *a = start(f, 0, NULL, false);
+    tb_test_gateway_t *b = start(f, 1, NULL, false);
+    char path[160], lock[256];
+    new_topology(a, f->editor, path, sizeof path);
+    /* Hold the topology's row: the enqueue waits for it, after its key was reserved. */
+    f->pg_lock = PQconnectdb(f->pg.url);
+    assert_int_equal(PQstatus(f->pg_lock), CONNECTION_OK);
+    const char *id = path + strlen("/topologies/");
+    snprintf(lock, sizeof lock, "BEGIN; SELECT 1 FROM topologies WHERE id = '%.*s' FOR UPDATE",
+             (int)(strchr(id, '/') - id), id);
+    PGresult *res = PQexec(f->pg_lock, lock);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    slow_request_t *s = &f->slow;
+    tb_test_gateway_url(a, path, s->url, sizeof s->url);
+    s->bearer = f->editor;
+    s->key = "across";
+    s->body = OP_A;
+    assert_int_equal(pthread_create(&s->thread, NULL, send_slow, s), 0);
+    s->started = true;
+    assert_true(tb_test_wait_until(reservation_made, f, 5000));
+    /* The other gateway has no entry of its own: the store says the key is in flight. */
+    tb_http_response_t r;
+    post(b, path, f->editor, "across", OP_A, &r);
+    expect_error(&r, 409, "idempotency_key_in_flight");
+    tb_http_response_cleanup(&r);
+    post(b, path, f->editor, "across", OP_B, &r);
+    expect_error(&r, 422, "idempotency_key_reused");
+    tb_http_response_cleanup(&r);
+    res = PQexec(f->pg_lock, "COMMIT");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    pthread_join(s->thread, NULL);
+    s->started = false;
+    assert_int_equal(s->r.status, 202);
+    assert_int_equal(post(b, path, f->editor, "across", OP_A, &r), 202);
+    assert_true(replayed(&r));
+    assert_string_equal(r.body, s->r.body);
+    tb_http_response_cleanup(&r);
+    assert_int_equal(mutation_rows(b, f->editor, path), 1);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -458,6 +530,7 @@ int main(void)
         T(test_idem_another_users_equal_key_is_independent),
         T(test_idem_answers_older_than_a_day_are_forgotten_and_pruned),
         T(test_idem_publish_takes_a_key_and_tickets_ignore_it),
+        T(test_idem_duplicate_on_another_gateway_is_409_from_the_store_pg),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
