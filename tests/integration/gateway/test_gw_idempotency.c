@@ -82,9 +82,18 @@ static int teardown(void **state)
     if (f->slow.started)
         pthread_join(f->slow.thread, NULL);
     f->slow.started = false;
+    /* A gateway must end cleanly (exit 0: under ASan also free of leaks). */
+    int result = 0;
     for (int i = 1; i >= 0; i--) {
-        if (f->running[i])
-            tb_test_gateway_stop(&f->g[i], SIGTERM, 10000);
+        if (f->running[i]) {
+            int status = tb_test_gateway_stop(&f->g[i], SIGTERM, 10000);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                char *log = tb_test_gateway_log(&f->g[i]);
+                fprintf(stderr, "gateway %d ended with status %d:\n%s\n", i, status, log);
+                free(log);
+                result = -1;
+            }
+        }
         tb_test_gateway_cleanup(&f->g[i]);
     }
     tb_test_pg_stop(&f->pg);
@@ -92,7 +101,7 @@ static int teardown(void **state)
     free(f->editor2);
     free(f->publisher);
     free(f);
-    return 0;
+    return result;
 }
 
 /* Starts gateway i (on gateway 0's database when i is 1 and same_db is set; on the test's
@@ -437,6 +446,8 @@ static void test_idem_publish_takes_a_key_and_tickets_ignore_it(void **state)
     tb_test_gateway_t *g = start(f, 0, "mem://", false);
     const char *event = "{\"topic\":\"topology.t1.note\",\"payload\":{\"n\":1}}";
     const char *out = "topobus_bus_events_total{direction=\"out\"}";
+    /* The gateway reaches its bus on a thread of its own: count from when it has. */
+    assert_true(gw_wait_metric_at_least(g, "topobus_bus_up", 1, 10000));
     long long before = gw_metric(g, out);
     tb_http_response_t r;
     assert_int_equal(post(g, "/publish", f->publisher, "pub-1", event, &r), 202);

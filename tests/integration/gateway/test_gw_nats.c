@@ -265,14 +265,17 @@ static int ping_teardown(void **state)
     if (f->stream.started)
         pthread_join(f->stream.thread, NULL);
     tb_http_response_cleanup(&f->stream.r);
-    if (f->gateway_started)
-        tb_test_gateway_stop(&f->g, SIGTERM, 15000);
+    int result = 0;
+    if (f->gateway_started) {
+        int status = tb_test_gateway_stop(&f->g, SIGTERM, 15000);
+        result = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+    }
     tb_test_gateway_cleanup(&f->g);
     tb_test_nats_stop(&f->nats);
     pthread_mutex_destroy(&f->stream.mu);
     free(f->token);
     free(f);
-    return 0;
+    return result;
 }
 
 static void test_gw_frozen_nats_is_noticed_within_10s_and_streams_are_told(void **state)
