@@ -44,7 +44,7 @@ struct gw_api_job {
 void gw_api_job_json(gw_api_job_t *j, int status, const json_t *value);
 /** Worker: sets an error reply {"error":code,"message":message}. */
 void gw_api_job_error(gw_api_job_t *j, int status, const char *code, const char *message);
-/** Worker: maps a store failure to its answer (CONTRACT §4; 503 when the store does not answer). */
+/** Worker: maps a store failure to its answer (CONTRACT §4; 503 if the store does not answer). */
 void gw_api_job_store_error(gw_api_job_t *j, tb_status st, const tb_store_err_t *err);
 /**
  * Worker: the reply of a change: its answer (with a key, exactly the body recorded with

@@ -306,8 +306,8 @@ static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const
     req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, AUTH_HEADER_MAX);
     req->origin = copy_header(wsi, WSI_TOKEN_ORIGIN, 256);
     /* Anything longer than a valid key is refused by the routes that read it (400). */
-    req->idem_key =
-        copy_custom_header(wsi, "idempotency-key:", TB_STORE_IDEM_KEY_MAX + 1, &req->idem_key_given);
+    req->idem_key = copy_custom_header(wsi, "idempotency-key:", TB_STORE_IDEM_KEY_MAX + 1,
+                                       &req->idem_key_given);
     char cl[32];
     long long declared = -1;
     if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)

@@ -399,8 +399,9 @@ typedef struct tb_store_idem {
  * (RESERVED, with a fresh token); otherwise *out says what holds it
  * (REPLAY with the answer, IN_FLIGHT, MISMATCH). Reserving anew also prunes
  * a few expired rows. *out is filled (call tb_store_idem_cleanup) also on
- * error; user, key and hash may point into *out (a reservation made again). TB_EINVAL (user not 1..256 bytes of UTF-8, key not 1..255 printable
- * ASCII, bad hash), TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ * error; user, key and hash may point into *out (a reservation made
+ * again). TB_EINVAL (user not 1..256 bytes of UTF-8, key not 1..255
+ * printable ASCII, bad hash), TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
  */
 tb_status tb_store_idem_reserve(tb_store_t *s, const char *user, const char *key,
                                 const char *hash, tb_store_idem_t *out, tb_store_err_t *err);
