@@ -26,9 +26,10 @@ enum {
     DEFAULT_RECONNECT_WAIT_MS = 250,
     DEFAULT_CONNECT_TIMEOUT_MS = 2000,
     /* nats.c's own defaults (2 min, 2) notice a frozen server or a cut network only after
-     * minutes; these within about 6 s (CONTRACT §3: streams say the bus is down). */
-    DEFAULT_PING_INTERVAL_MS = 2000,
-    DEFAULT_MAX_PINGS_OUT = 2,
+     * minutes; these within 5-6 s (CONTRACT §3: streams say the bus is down), while a pong
+     * may come up to 5 s late (a loaded host) before a live connection is given up. */
+    DEFAULT_PING_INTERVAL_MS = 1000,
+    DEFAULT_MAX_PINGS_OUT = 5,
     DEFAULT_PUBLISH_BUFFER = 8 * 1024 * 1024,
     DEFAULT_PENDING_MSGS = 262144,
     DEFAULT_PENDING_BYTES = 256 * 1024 * 1024,

@@ -89,11 +89,11 @@ typedef struct tb_bus_options {
     int js_heartbeat_ms;           /* nats: JetStream consumer heartbeat; a consumer silent for
                                       about two of these is rebuilt (2000) */
     int connect_timeout_ms;        /* nats: one connect attempt / JetStream request (2000) */
-    int ping_interval_ms;          /* nats: the client pings the server this often (2000) */
+    int ping_interval_ms;          /* nats: the client pings the server this often (1000) */
     int max_pings_out;             /* nats: unanswered pings before the connection counts as
-                                      dead and is replaced (2); a silent peer (frozen server,
-                                      cut network) is DOWN within about
-                                      ping_interval_ms * (max_pings_out + 1): 6 s */
+                                      dead and is replaced (5); a silent peer (frozen server,
+                                      cut network) is DOWN after max_pings_out to
+                                      max_pings_out + 1 intervals: 5-6 s */
     bool retry_first_connect;      /* nats: a failed first connect keeps trying (true) */
     int publish_buffer_bytes;      /* nats: publishes buffered during an outage (8 MiB) */
     int sub_pending_msgs;          /* nats: per-subscription queue before drops (262144) */

@@ -258,7 +258,7 @@ static void test_nats_silent_dead_server_is_noticed_by_pings(void **state)
     assert_int_equal(tb_bus_state(bus), TB_BUS_UP);
     long long t0 = tb_test_now_ms();
     /* Frozen, not dead: the connection stays open and nothing answers on it. */
-    tb_test_nats_freeze(&srv, true);
+    assert_true(tb_test_nats_freeze(&srv, true));
     bool down = wait_state(bus, TB_BUS_DOWN, 5000);
     print_message("state down %lld ms after SIGSTOP (pings every 300 ms, 2 may be out)\n",
                   tb_test_now_ms() - t0);

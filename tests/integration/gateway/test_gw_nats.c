@@ -301,8 +301,8 @@ static void test_gw_frozen_nats_is_noticed_within_10s_and_streams_are_told(void 
     long snap = stream_wait(&f->stream, "event: snapshot", 0, 10000);
     assert_true(snap >= 0);
 
+    assert_true(tb_test_nats_freeze(&f->nats, true));
     long long t0 = tb_test_now_ms();
-    tb_test_nats_freeze(&f->nats, true);
     long down = stream_wait(&f->stream, "event: bus\ndata: {\"state\":\"down\"}", snap, 15000);
     long long took = tb_test_now_ms() - t0;
     print_message("stream told the bus is down %lld ms after SIGSTOP\n", took);
