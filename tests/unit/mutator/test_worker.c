@@ -473,6 +473,15 @@ static void test_worker_finds_requests_made_before_it_listened(void **state)
     tb_mutator_destroy(m);
 }
 
+/* The worker counts a step after the store call that made it returns, a moment after the
+ * change is visible in the store: wait for the counters too. */
+static bool applied_and_deployed(void *ud)
+{
+    tb_mutator_stats_t st;
+    tb_mutator_stats(ud, &st);
+    return st.applied == 1 && st.deployed == 1;
+}
+
 static void test_worker_thread_polls_without_a_bus(void **state)
 {
     fixture_t *f = *state;
@@ -490,6 +499,7 @@ static void test_worker_thread_polls_without_a_bus(void **state)
         nanosleep(&ts, NULL);
     }
     assert_string_equal(buf, "active");
+    assert_true(wait_for(applied_and_deployed, m, 3000));
     tb_mutator_stats_t st;
     tb_mutator_stats(m, &st);
     assert_int_equal(st.applied, 1);
