@@ -26,6 +26,11 @@ enum {
     DEFAULT_RECONNECT_WAIT_MS = 250,
     DEFAULT_CONNECT_TIMEOUT_MS = 2000,
     DEFAULT_REPLAY_MAX = 4,
+    /* nats.c's own defaults (2 min, 2) notice a frozen server or a cut network only after
+     * minutes; these within 5-6 s (CONTRACT §3: streams say the bus is down), while a pong
+     * may come up to 5 s late (a loaded host) before a live connection is given up. */
+    DEFAULT_PING_INTERVAL_MS = 1000,
+    DEFAULT_MAX_PINGS_OUT = 5,
     DEFAULT_PUBLISH_BUFFER = 8 * 1024 * 1024,
     DEFAULT_PENDING_MSGS = 262144,
     DEFAULT_PENDING_BYTES = 256 * 1024 * 1024,
@@ -73,6 +78,8 @@ void tb_bus_options_init(tb_bus_options_t *opts)
         .reconnect_wait_ms = DEFAULT_RECONNECT_WAIT_MS,
         .connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS,
         .replay_max = DEFAULT_REPLAY_MAX,
+        .ping_interval_ms = DEFAULT_PING_INTERVAL_MS,
+        .max_pings_out = DEFAULT_MAX_PINGS_OUT,
         .retry_first_connect = true,
         .publish_buffer_bytes = DEFAULT_PUBLISH_BUFFER,
         .sub_pending_msgs = DEFAULT_PENDING_MSGS,
@@ -103,7 +110,7 @@ static tb_status options_check(const tb_bus_options_t *o)
         (o->client_name && strlen(o->client_name) > 255) || o->stream_replicas < 1 ||
         o->js_heartbeat_ms < 100 || o->reconnect_wait_ms < 1 || o->connect_timeout_ms < 1 ||
         o->replay_max < 1 || o->publish_buffer_bytes < 0 || o->sub_pending_msgs < 1 ||
-        o->sub_pending_bytes < 1)
+        o->ping_interval_ms < 100 || o->max_pings_out < 1 || o->sub_pending_bytes < 1)
         return TB_EINVAL;
     return TB_OK;
 }

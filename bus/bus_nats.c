@@ -262,6 +262,12 @@ static tb_status configure(nats_bus_t *nb, const tb_bus_options_t *o)
         s = natsOptions_SetReconnectWait(no, o->reconnect_wait_ms);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(no, o->connect_timeout_ms);
+    /* A silent peer (frozen server, cut network) answers no ping: past max_pings_out the
+     * connection is stale, reported DOWN and replaced by a reconnect. */
+    if (s == NATS_OK)
+        s = natsOptions_SetPingInterval(no, o->ping_interval_ms);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxPingsOut(no, o->max_pings_out);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectBufSize(no, o->publish_buffer_bytes);
     if (s == NATS_OK)

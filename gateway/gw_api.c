@@ -1,10 +1,15 @@
 /*
  * The REST API of CONTRACT §4: topologies, deploy/teardown requests,
  * mutations and publishing. A handler authenticates and validates on its
- * loop thread, then hands the store call to a worker (gw_pool.h): a store
- * may block on the network or a lock, a loop never may. The worker builds
- * the reply text; the loop sends it. Events are published only after the
+ * loop thread, then hands the store call to a worker as a job
+ * (gw_api_job.h): a store may block on the network or a lock, a loop never
+ * may. The worker builds the reply text; the loop sends it. Events are published only after the
  * store committed, and a bus failure never fails a request.
+ *
+ * Every POST that creates or changes something takes an Idempotency-Key
+ * (gw_idem.h): creating a topology, deploy, teardown, enqueueing and
+ * publishing. A change records its answer in its own transaction; a
+ * keyed publish goes through a worker too, for its record.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -12,159 +17,21 @@
 #include <string.h>
 
 #include "gw_api.h"
+#include "gw_api_job.h"
 #include "gw_auth_http.h"
-#include "gw_pool.h"
+#include "gw_idem.h"
 #include "tb/alloc.h"
 #include "tb/bus.h"
 #include "tb/log.h"
 #include "tb/store.h"
 
 /*
- * One REST call's store work: its inputs, copied from the request on the loop
- * thread, and its reply, built on a worker. It never touches the request.
+ * Authenticates, then refuses a malformed id as unknown: no existence probe without a
+ * token. *p is who asks.
  */
-typedef struct api_job api_job_t;
-typedef void (*api_work_fn)(api_job_t *j);
-
-struct api_job {
-    gw_job_t base;
-    tb_gateway_t *gw;
-    api_work_fn work;
-    char what[96]; /* "POST /topologies/t_…/mutations" for the log: no query string */
-    char topology_id[TB_TOPOLOGY_ID_BUF_SIZE];
-    json_t *body; /* the parsed request body, owned; NULL if none */
-    char state[32];
-    bool filtered;
-    int64_t version;
-    tb_topology_status to;
-    /* The reply. */
-    int status;
-    char *text;
-    bool retry_after;
-};
-
-static void job_json(api_job_t *j, int status, const json_t *value)
+static bool authorize_topology(gw_request_t *req, unsigned role, tb_principal_t *p)
 {
-    j->status = status;
-    j->text = json_dumps(value, JSON_COMPACT | JSON_REAL_PRECISION(17));
-}
-
-static void job_error(api_job_t *j, int status, const char *code, const char *message)
-{
-    json_t *obj = json_pack("{s:s, s:s}", "error", code, "message", message);
-    job_json(j, status, obj);
-    json_decref(obj);
-}
-
-/* Maps a store failure to its HTTP answer (CONTRACT §4; 503 when the store does not answer). */
-static void job_store_error(api_job_t *j, tb_status st, const tb_store_err_t *err)
-{
-    switch (err->reason) {
-    case TB_STORE_R_INVALID:
-        job_error(j, 400, "invalid", err->message);
-        return;
-    case TB_STORE_R_NOT_FOUND:
-        job_error(j, 404, "not_found", "no such topology or mutation");
-        return;
-    case TB_STORE_R_VERSION_CONFLICT: {
-        json_t *body = json_pack("{s:s, s:s, s:I, s:I}", "error", "version_conflict", "message",
-                                 err->message, "current", (json_int_t)err->current, "expected",
-                                 (json_int_t)err->expected);
-        job_json(j, 409, body);
-        json_decref(body);
-        return;
-    }
-    case TB_STORE_R_NOT_MUTABLE:
-    case TB_STORE_R_ILLEGAL_TRANSITION:
-    case TB_STORE_R_WRONG_STATE:
-    case TB_STORE_R_STALE_CLAIM: /* a worker's reason, never an HTTP request's */
-        job_error(j, 409, tb_store_reason_code(err->reason), err->message);
-        return;
-    case TB_STORE_R_BUSY:
-    case TB_STORE_R_BACKEND:
-    case TB_STORE_R_SCHEMA_TOO_NEW:
-    case TB_STORE_R_NONE:
-        break;
-    }
-    atomic_fetch_add(&j->gw->counters.store_errors, 1);
-    tb_log(TB_LOG_WARN, "api", "%s: store failed: %s (%s)", j->what, tb_status_str(st),
-           err->message);
-    j->retry_after = true;
-    job_error(j, 503, "store_unavailable", "the store is not answering; retry shortly");
-}
-
-static void job_run(gw_job_t *base)
-{
-    api_job_t *j = (api_job_t *)base;
-    j->work(j);
-}
-
-/* Loop thread: sends the reply if the client is still there, then frees the job. */
-static void job_done(gw_job_t *base)
-{
-    api_job_t *j = (api_job_t *)base;
-    gw_request_t *req = atomic_load(&base->req);
-    if (req) {
-        if (j->retry_after)
-            tb__gw_add_header(req, "retry-after:", "1");
-        tb__gw_reply(req, j->status, "application/json", j->text, strlen(j->text));
-        tb__gw_respond(req);
-    }
-    free(j->text);
-    json_decref(j->body);
-    free(j);
-}
-
-/* A job for req doing `work`, with the request's id, its log name and body (taken). */
-static api_job_t *job_new(gw_request_t *req, api_work_fn work, json_t *body_take)
-{
-    api_job_t *j = tb_xcalloc(1, sizeof *j);
-    j->base.run = job_run;
-    j->base.done = job_done;
-    j->gw = req->gw;
-    j->work = work;
-    j->body = body_take;
-    snprintf(j->what, sizeof j->what, "%s %s", req->method_name, req->path);
-    memcpy(j->topology_id, req->topology_id, sizeof j->topology_id);
-    return j;
-}
-
-/* Queues a filled job (taken); a full queue answers 503 at once instead of waiting. */
-static void job_submit(gw_request_t *req, api_job_t *j)
-{
-    if (gw_pool_submit(req->gw->pool, &j->base, req->loop, req) == TB_OK)
-        return;
-    json_decref(j->body);
-    free(j);
-    tb__gw_add_header(req, "retry-after:", "1");
-    tb__gw_reply_error(req, 503, "busy", "too many requests are waiting for the store");
-}
-
-/* Parses the request body as a JSON object; on false the 400 reply is set. */
-static json_t *body_object(gw_request_t *req)
-{
-    json_error_t jerr;
-    json_t *obj = json_loadb(req->body.data ? req->body.data : "", req->body.len,
-                             JSON_REJECT_DUPLICATES, &jerr);
-    if (!obj) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "malformed JSON: %s", jerr.text);
-        tb__gw_reply_error(req, 400, "invalid_json", msg);
-        return NULL;
-    }
-    if (!json_is_object(obj)) {
-        tb__gw_reply_error(req, 400, "invalid", "the body must be a JSON object");
-        json_decref(obj);
-        return NULL;
-    }
-    return obj;
-}
-
-/* Authenticates, then refuses a malformed id as unknown: no existence probe without a token. */
-static bool authorize_topology(gw_request_t *req, unsigned role)
-{
-    tb_principal_t p;
-    if (!tb__gw_authenticate(req, role, false, &p))
+    if (!tb__gw_authenticate(req, role, false, p))
         return false;
     if (!req->topology_id_valid) {
         tb__gw_reply_error(req, 404, "not_found", "no such topology");
@@ -173,16 +40,16 @@ static bool authorize_topology(gw_request_t *req, unsigned role)
     return true;
 }
 
-static void work_list(api_job_t *j)
+static void work_list(gw_api_job_t *j)
 {
     json_t *list = NULL;
     tb_store_err_t err;
     tb_status st = tb_store_topology_list(j->gw->deps.store, &list, &err);
     if (st) {
-        job_store_error(j, st, &err);
+        gw_api_job_store_error(j, st, &err);
         return;
     }
-    job_json(j, 200, list);
+    gw_api_job_json(j, 200, list);
     json_decref(list);
 }
 
@@ -190,32 +57,41 @@ void tb__gw_api_get_topologies(gw_request_t *req)
 {
     tb_principal_t p;
     if (tb__gw_authenticate(req, TB_ROLE_VIEWER, false, &p))
-        job_submit(req, job_new(req, work_list, NULL));
+        gw_api_job_submit(req, gw_api_job_new(req, work_list, NULL));
 }
 
-static void work_create(api_job_t *j)
+/* 201 body: the document. */
+static char *document_body(const json_t *doc, void *ud)
+{
+    (void)ud;
+    return json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(17));
+}
+
+static void work_create(gw_api_job_t *j)
 {
     const json_t *nodes = json_object_get(j->body, "nodes");
     const json_t *links = json_object_get(j->body, "links");
+    const char *name = json_string_value(json_object_get(j->body, "name"));
+    nodes = json_is_null(nodes) ? NULL : nodes;
+    links = json_is_null(links) ? NULL : links;
+    tb_store_answer_t a = gw_idem_answer(&j->idem, 201, document_body, NULL);
     json_t *doc = NULL;
     tb_store_err_t err;
-    tb_status st = tb_store_topology_create(
-        j->gw->deps.store, json_string_value(json_object_get(j->body, "name")),
-        json_is_null(nodes) ? NULL : nodes, json_is_null(links) ? NULL : links, &doc, &err);
-    if (st) {
-        job_store_error(j, st, &err);
-        return;
-    }
-    job_json(j, 201, doc);
+    tb_store_t *store = j->gw->deps.store;
+    tb_status st =
+        j->idem.on ? tb_store_topology_create_answered(store, name, nodes, links, &a, &doc, &err)
+                   : tb_store_topology_create(store, name, nodes, links, &doc, &err);
+    gw_api_job_result(j, st, &err, &a, doc);
     json_decref(doc);
 }
 
 void tb__gw_api_post_topologies(gw_request_t *req)
 {
     tb_principal_t p;
-    if (!tb__gw_authenticate(req, TB_ROLE_EDITOR, false, &p))
+    gw_idem_t idem;
+    if (!tb__gw_authenticate(req, TB_ROLE_EDITOR, false, &p) || !gw_idem_parse(req, &p, &idem))
         return;
-    json_t *body = body_object(req);
+    json_t *body = gw_api_body_object(req);
     if (!body)
         return;
     if (!json_is_string(json_object_get(body, "name"))) {
@@ -223,26 +99,38 @@ void tb__gw_api_post_topologies(gw_request_t *req)
         json_decref(body);
         return;
     }
-    job_submit(req, job_new(req, work_create, body));
+    gw_api_job_submit(req, gw_api_job_new_keyed(req, work_create, body, &idem));
 }
 
-static void work_get(api_job_t *j)
+static void work_get(gw_api_job_t *j)
 {
     json_t *doc = NULL;
     tb_store_err_t err;
     tb_status st = tb_store_topology_get(j->gw->deps.store, j->topology_id, &doc, &err);
     if (st) {
-        job_store_error(j, st, &err);
+        gw_api_job_store_error(j, st, &err);
         return;
     }
-    job_json(j, 200, doc);
+    gw_api_job_json(j, 200, doc);
     json_decref(doc);
 }
 
 void tb__gw_api_get_topology(gw_request_t *req)
 {
-    if (authorize_topology(req, TB_ROLE_VIEWER))
-        job_submit(req, job_new(req, work_get, NULL));
+    tb_principal_t p;
+    if (authorize_topology(req, TB_ROLE_VIEWER, &p))
+        gw_api_job_submit(req, gw_api_job_new(req, work_get, NULL));
+}
+
+/* 202 body of a transition: {"id","status"} from the store's {"id","status","previous"}. */
+static char *transition_body(const json_t *result, void *ud)
+{
+    (void)ud;
+    json_t *body = json_pack("{s:s, s:s}", "id", json_string_value(json_object_get(result, "id")),
+                             "status", json_string_value(json_object_get(result, "status")));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
 }
 
 /*
@@ -252,29 +140,36 @@ void tb__gw_api_get_topology(gw_request_t *req)
  * outage. The mutator wakes on that event once the relay published it (or
  * finds the status when it polls) and completes the transition.
  */
-static void work_transition(api_job_t *j)
+static void work_transition(gw_api_job_t *j)
 {
-    tb_topology_status previous;
+    tb_topology_status previous = TB_TOPOLOGY_ANY;
+    tb_store_answer_t a = gw_idem_answer(&j->idem, 202, transition_body, NULL);
     tb_store_err_t err;
-    tb_status st = tb_store_topology_transition(j->gw->deps.store, j->topology_id,
-                                                TB_TOPOLOGY_ANY, j->to, NULL, &previous, &err);
-    if (st) {
-        job_store_error(j, st, &err);
-        return;
-    }
-    json_t *body = json_pack("{s:s, s:s}", "id", j->topology_id, "status",
-                             tb_topology_status_name(j->to));
-    job_json(j, 202, body);
-    json_decref(body);
+    tb_store_t *store = j->gw->deps.store;
+    tb_status st = j->idem.on
+                       ? tb_store_topology_transition_answered(store, j->topology_id,
+                                                               TB_TOPOLOGY_ANY, j->to, NULL, &a,
+                                                               &previous, &err)
+                       : tb_store_topology_transition(store, j->topology_id, TB_TOPOLOGY_ANY,
+                                                      j->to, NULL, &previous, &err);
+    json_t *result = NULL;
+    if (st == TB_OK)
+        result = json_pack("{s:s, s:s, s:s}", "id", j->topology_id, "status",
+                           tb_topology_status_name(j->to), "previous",
+                           tb_topology_status_name(previous));
+    gw_api_job_result(j, st, &err, &a, result);
+    json_decref(result);
 }
 
 static void request_transition(gw_request_t *req, tb_topology_status to)
 {
-    if (!authorize_topology(req, TB_ROLE_EDITOR))
+    tb_principal_t p;
+    gw_idem_t idem;
+    if (!authorize_topology(req, TB_ROLE_EDITOR, &p) || !gw_idem_parse(req, &p, &idem))
         return;
-    api_job_t *j = job_new(req, work_transition, NULL);
+    gw_api_job_t *j = gw_api_job_new_keyed(req, work_transition, NULL, &idem);
     j->to = to;
-    job_submit(req, j);
+    gw_api_job_submit(req, j);
 }
 
 void tb__gw_api_post_deploy(gw_request_t *req)
@@ -300,31 +195,41 @@ static bool expected_version(const json_t *v, int64_t *out)
     return true;
 }
 
-static void work_enqueue(api_job_t *j)
+/* 202 body of an enqueue. */
+static char *enqueue_body(const json_t *row, void *ud)
 {
-    const json_t *op = json_object_get(j->body, "op");
+    (void)ud;
+    json_t *body =
+        json_pack("{s:s, s:s}", "mutation_id", tb_store_row_id(row), "state", "pending");
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
+static void work_enqueue(gw_api_job_t *j)
+{
+    const char *op = json_string_value(json_object_get(j->body, "op"));
     const json_t *payload = json_object_get(j->body, "payload");
+    tb_store_answer_t a = gw_idem_answer(&j->idem, 202, enqueue_body, NULL);
     json_t *row = NULL;
     tb_store_err_t err;
-    tb_status st = tb_store_mutation_enqueue(j->gw->deps.store, j->topology_id,
-                                             json_string_value(op), payload, j->version, &row,
-                                             &err);
-    if (st) {
-        job_store_error(j, st, &err);
-        return;
-    }
-    json_t *answer =
-        json_pack("{s:s, s:s}", "mutation_id", tb_store_row_id(row), "state", "pending");
-    job_json(j, 202, answer);
-    json_decref(answer);
+    tb_store_t *store = j->gw->deps.store;
+    tb_status st = j->idem.on ? tb_store_mutation_enqueue_answered(store, j->topology_id, op,
+                                                                   payload, j->version, &a, &row,
+                                                                   &err)
+                              : tb_store_mutation_enqueue(store, j->topology_id, op, payload,
+                                                          j->version, &row, &err);
+    gw_api_job_result(j, st, &err, &a, row);
     json_decref(row);
 }
 
 void tb__gw_api_post_mutation(gw_request_t *req)
 {
-    if (!authorize_topology(req, TB_ROLE_EDITOR))
+    tb_principal_t p;
+    gw_idem_t idem;
+    if (!authorize_topology(req, TB_ROLE_EDITOR, &p) || !gw_idem_parse(req, &p, &idem))
         return;
-    json_t *body = body_object(req);
+    json_t *body = gw_api_body_object(req);
     if (!body)
         return;
     int64_t version;
@@ -334,48 +239,43 @@ void tb__gw_api_post_mutation(gw_request_t *req)
     } else if (!expected_version(json_object_get(body, "expected_version"), &version)) {
         tb__gw_reply_error(req, 400, "invalid", "expected_version must be a non-negative integer");
     } else {
-        api_job_t *j = job_new(req, work_enqueue, body);
+        gw_api_job_t *j = gw_api_job_new_keyed(req, work_enqueue, body, &idem);
         j->version = version;
-        job_submit(req, j);
+        gw_api_job_submit(req, j);
         return;
     }
     json_decref(body);
 }
 
-static void work_list_mutations(api_job_t *j)
+static void work_list_mutations(gw_api_job_t *j)
 {
     json_t *rows = NULL;
     tb_store_err_t err;
     tb_status st = tb_store_mutation_list(j->gw->deps.store, j->topology_id,
                                           j->filtered ? j->state : NULL, &rows, &err);
     if (st) {
-        job_store_error(j, st, &err);
+        gw_api_job_store_error(j, st, &err);
         return;
     }
-    job_json(j, 200, rows);
+    gw_api_job_json(j, 200, rows);
     json_decref(rows);
 }
 
 void tb__gw_api_get_mutations(gw_request_t *req)
 {
-    if (!authorize_topology(req, TB_ROLE_VIEWER))
+    tb_principal_t p;
+    if (!authorize_topology(req, TB_ROLE_VIEWER, &p))
         return;
-    api_job_t *j = job_new(req, work_list_mutations, NULL);
+    gw_api_job_t *j = gw_api_job_new(req, work_list_mutations, NULL);
     j->filtered = tb__gw_query(req, "state", j->state, sizeof j->state);
-    job_submit(req, j);
+    gw_api_job_submit(req, j);
 }
 
-void tb__gw_api_post_publish(gw_request_t *req)
+/* Checks a /publish body; on false the 400 reply is set. */
+static bool publish_valid(gw_request_t *req, const json_t *body)
 {
-    tb_principal_t p;
-    if (!tb__gw_authenticate(req, TB_ROLE_PUBLISHER, false, &p))
-        return;
-    json_t *body = body_object(req);
-    if (!body)
-        return;
     const json_t *topic = json_object_get(body, "topic");
     const json_t *type = json_object_get(body, "type");
-    const json_t *payload = json_object_get(body, "payload");
     const char *why = NULL;
     if (!json_is_string(topic) || strncmp(json_string_value(topic), "topology.", 9) != 0) {
         tb__gw_reply_error(req, 400, "invalid", "topic must be a string under topology.");
@@ -386,29 +286,64 @@ void tb__gw_api_post_publish(gw_request_t *req)
     } else if (type && !json_is_null(type) &&
                (!json_is_string(type) || !tb_event_type_valid(json_string_value(type)))) {
         tb__gw_reply_error(req, 400, "invalid", "type must be 1..255 bytes of A-Z a-z 0-9 _ - .");
-    } else if (!json_is_object(payload)) {
+    } else if (!json_is_object(json_object_get(body, "payload"))) {
         tb__gw_reply_error(req, 400, "invalid", "payload must be a JSON object");
     } else {
-        char *text = json_dumps(payload, JSON_COMPACT);
-        tb_bus_t *bus = tb__gw_bus(req->gw);
-        tb_status st = bus ? tb_bus_publish(bus, json_string_value(topic),
-                                            json_is_string(type) ? json_string_value(type) : NULL,
-                                            text, strlen(text))
-                           : TB_ECLOSED;
-        free(text);
-        if (st == TB_EINVAL) {
-            tb__gw_reply_error(req, 400, "invalid", "the event was refused");
-        } else {
-            if (st)
-                atomic_fetch_add(&req->gw->counters.publish_failed, 1);
-            /* Accepted: the bus delivers at most once, and may be down right now. */
-            tb__gw_reply(req, 202, "application/json", "{\"accepted\":true}", 17);
-        }
+        return true;
     }
-    json_decref(body);
+    return false;
 }
 
-static void work_ready(api_job_t *j)
+/* Publishes a valid /publish body; the reply into j. Any thread: the bus never blocks. */
+static void work_publish(gw_api_job_t *j)
+{
+    const json_t *type = json_object_get(j->body, "type");
+    char *text = json_dumps(json_object_get(j->body, "payload"), JSON_COMPACT);
+    tb_bus_t *bus = tb__gw_bus(j->gw);
+    tb_status st = bus ? tb_bus_publish(bus, json_string_value(json_object_get(j->body, "topic")),
+                                        json_is_string(type) ? json_string_value(type) : NULL,
+                                        text, strlen(text))
+                       : TB_ECLOSED;
+    free(text);
+    if (st == TB_EINVAL) {
+        gw_api_job_error(j, 400, "invalid", "the event was refused");
+        return;
+    }
+    if (st)
+        atomic_fetch_add(&j->gw->counters.publish_failed, 1);
+    /* Accepted: the bus delivers at most once, and may be down right now. */
+    j->status = 202;
+    j->text = tb_xstrdup("{\"accepted\":true}");
+}
+
+void tb__gw_api_post_publish(gw_request_t *req)
+{
+    tb_principal_t p;
+    gw_idem_t idem;
+    if (!tb__gw_authenticate(req, TB_ROLE_PUBLISHER, false, &p) || !gw_idem_parse(req, &p, &idem))
+        return;
+    json_t *body = gw_api_body_object(req);
+    if (!body)
+        return;
+    if (!publish_valid(req, body)) {
+        json_decref(body);
+        return;
+    }
+    gw_api_job_t *j = gw_api_job_new_keyed(req, work_publish, body, &idem);
+    if (idem.on) {
+        /* The key's record is a store call: a worker publishes and records. */
+        gw_api_job_submit(req, j);
+        return;
+    }
+    /* Without a key nothing blocks: publish right here on the loop. */
+    work_publish(j);
+    tb__gw_reply(req, j->status, "application/json", j->text, strlen(j->text));
+    free(j->text);
+    json_decref(j->body);
+    free(j);
+}
+
+static void work_ready(gw_api_job_t *j)
 {
     tb_store_err_t err;
     json_t *ids = NULL;
@@ -420,11 +355,11 @@ static void work_ready(api_job_t *j)
     const char *bus = tb_bus_state_str((tb_bus_state_t)tb__gw_bus_state(j->gw));
     json_t *body = json_pack("{s:s, s:s, s:s}", "status", st ? "unavailable" : "ready", "store",
                              st ? "down" : "up", "bus", bus);
-    job_json(j, st ? 503 : 200, body);
+    gw_api_job_json(j, st ? 503 : 200, body);
     json_decref(body);
 }
 
 void tb__gw_api_get_readyz(gw_request_t *req)
 {
-    job_submit(req, job_new(req, work_ready, NULL));
+    gw_api_job_submit(req, gw_api_job_new(req, work_ready, NULL));
 }

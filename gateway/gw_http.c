@@ -33,8 +33,9 @@ void tb__gw_request_shed(gw_request_t *req)
 {
     free(req->authorization);
     free(req->origin);
+    free(req->idem_key);
     free(req->headers);
-    req->authorization = req->origin = NULL;
+    req->authorization = req->origin = req->idem_key = NULL;
     req->headers = NULL;
     req->nheaders = 0;
     tb_buf_cleanup(&req->body);
@@ -104,6 +105,23 @@ static char *copy_header(struct lws *wsi, enum lws_token_indexes token, int max)
         return NULL;
     char *v = tb_xmalloc((size_t)len + 1);
     if (lws_hdr_copy(wsi, v, len + 1, token) < 0) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* A header lws does not know by name (name lower-case with ':'), as a new string; NULL if
+ * absent or longer than max. *given says whether the request has it at all. */
+static char *copy_custom_header(struct lws *wsi, const char *name, int max, bool *given)
+{
+    int nlen = (int)strlen(name);
+    int len = lws_hdr_custom_length(wsi, name, nlen);
+    *given = len >= 0;
+    if (len < 0 || len > max)
+        return NULL;
+    char *v = tb_xmalloc((size_t)len + 1);
+    if (lws_hdr_custom_copy(wsi, v, len + 1, name, nlen) < 0) {
         free(v);
         return NULL;
     }
@@ -230,7 +248,7 @@ static void preflight(gw_request_t *req)
         return;
     tb__gw_add_header(req, "access-control-allow-methods:", "GET, POST");
     tb__gw_add_header(req, "access-control-allow-headers:",
-                      "authorization, content-type, last-event-id");
+                      "authorization, content-type, last-event-id, idempotency-key");
     tb__gw_add_header(req, "access-control-max-age:", "600");
 }
 
@@ -298,6 +316,9 @@ static int on_request(gw_loop_t *loop, gw_request_t *req, struct lws *wsi, const
     req->path = tb_xstrndup(path, len > GW_PATH_MAX ? GW_PATH_MAX : len);
     req->authorization = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, AUTH_HEADER_MAX);
     req->origin = copy_header(wsi, WSI_TOKEN_ORIGIN, 256);
+    /* Anything longer than a valid key is refused by the routes that read it (400). */
+    req->idem_key = copy_custom_header(wsi, "idempotency-key:", TB_STORE_IDEM_KEY_MAX + 1,
+                                       &req->idem_key_given);
     char cl[32];
     long long declared = -1;
     if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)

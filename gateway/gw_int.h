@@ -27,7 +27,7 @@
 #define GW_WRITE_CHUNK (16 * 1024)  /* bytes per lws_write of a response body */
 #define GW_MAX_EXTRA_HEADERS 6
 #define GW_ROUTE_SLOTS 16  /* route table entries, plus one for requests that matched none */
-#define GW_STATUS_SLOTS 18 /* the statuses the gateway answers (gw_metrics.c), plus "other" */
+#define GW_STATUS_SLOTS 19 /* the statuses the gateway answers (gw_metrics.c), plus "other" */
 
 /* Why a request was refused (401, or 403 for a missing role): /metrics labels. */
 typedef enum gw_auth_reason {
@@ -88,6 +88,9 @@ typedef struct gw_counters {
     atomic_uint_fast64_t sse_version_gaps; /* resyncs because a topology version was skipped */
     atomic_uint_fast64_t sse_rejected_cap; /* 429 answers */
     atomic_uint_fast64_t store_errors;     /* 503s because the store did not answer */
+    atomic_uint_fast64_t idem_replayed;    /* Idempotency-Key repeats answered from the record */
+    atomic_uint_fast64_t idem_in_flight;   /* ... answered 409: the first was being processed */
+    atomic_uint_fast64_t idem_reused;      /* ... answered 422: the key came with another request */
     atomic_uint_fast64_t auth_failures[GW_AUTH_REASONS];
     atomic_uint_fast64_t by_route_status[GW_ROUTE_SLOTS][GW_STATUS_SLOTS];
 } gw_counters_t;
@@ -108,6 +111,7 @@ struct tb_gateway {
     struct gw_fanout *fanout;
     struct gw_pool *pool;
     struct gw_users *users;
+    struct gw_idem_table *idem; /* Idempotency-Keys being processed in this process */
     /* The bus appears once (attach thread) and never changes after: NULL until then. */
     _Atomic(tb_bus_t *) bus;
     atomic_uint_fast64_t bus_epoch; /* set before bus is published */
@@ -139,6 +143,8 @@ typedef struct gw_request {
     const struct gw_route *route;
     char *authorization;  /* Authorization header value (heap), NULL if absent */
     char *origin;         /* Origin header value (heap), NULL if absent */
+    char *idem_key;       /* Idempotency-Key value (heap), NULL if absent or too long */
+    bool idem_key_given;  /* the request has an Idempotency-Key header */
     tb_buf_t body;
     bool chunked;           /* the body is chunked: decoded by dechunk, not lws */
     gw_chunked_t dechunk;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gw_fanout.h"
+#include "gw_idem.h"
 #include "gw_int.h"
 #include "tb/buf.h"
 #include "tb/bus.h"
@@ -20,7 +21,7 @@
 
 /* The statuses the gateway answers; anything else is counted as "other". */
 static const int statuses[GW_STATUS_SLOTS - 1] = {200, 201, 202, 204, 400, 401, 403, 404, 405,
-                                                  408, 409, 413, 414, 429, 499, 500, 503};
+                                                  408, 409, 413, 414, 422, 429, 499, 500, 503};
 
 static const char *const auth_labels[GW_AUTH_REASONS] = {
     [GW_AUTH_MISSING] = "missing",         [GW_AUTH_MALFORMED] = "malformed",
@@ -185,6 +186,22 @@ static void render_streams(tb_buf_t *b, tb_gateway_t *gw)
            gw_fanout_live(gw->fanout) ? 1 : 0);
 }
 
+static void render_idempotency(tb_buf_t *b, tb_gateway_t *gw)
+{
+    const gw_counters_t *c = &gw->counters;
+    metric(b, "topobus_idempotency_keys_in_flight", "gauge",
+           "requests with an Idempotency-Key being processed in this process",
+           gw_idem_table_count(gw->idem));
+    family(b, "topobus_idempotency_answers_total", "counter",
+           "repeated Idempotency-Keys: replayed answers, 409 (in flight), 422 (reused)");
+    tb_buf_appendf(b, "topobus_idempotency_answers_total{outcome=\"replayed\"} %llu\n",
+                   (unsigned long long)atomic_load(&c->idem_replayed));
+    tb_buf_appendf(b, "topobus_idempotency_answers_total{outcome=\"in_flight\"} %llu\n",
+                   (unsigned long long)atomic_load(&c->idem_in_flight));
+    tb_buf_appendf(b, "topobus_idempotency_answers_total{outcome=\"reused\"} %llu\n",
+                   (unsigned long long)atomic_load(&c->idem_reused));
+}
+
 void tb__gw_metrics_get(gw_request_t *req)
 {
     tb_gateway_t *gw = req->gw;
@@ -204,6 +221,7 @@ void tb__gw_metrics_get(gw_request_t *req)
            atomic_load(&c->connections_refused));
     metric(&b, "topobus_store_errors_total", "counter",
            "requests answered 503 because the store did not answer", atomic_load(&c->store_errors));
+    render_idempotency(&b, gw);
     render_streams(&b, gw);
     render_bus(&b, gw);
     if (gw->deps.metrics_extra)

@@ -28,6 +28,7 @@
 
 #include "gw_fanout.h"
 #include "gw_int.h"
+#include "gw_idem.h"
 #include "gw_pool.h"
 #include "gw_sse.h"
 #include "gw_users.h"
@@ -195,6 +196,7 @@ tb_status tb_gateway_create(tb_gateway_t **out, const tb_gateway_deps_t *deps, c
         return TB_EIO;
     }
     gw_users_create(&gw->users);
+    gw_idem_table_create(&gw->idem);
 
     tb_status st = gw->accept_wake_fd < 0 ? TB_EIO : open_listener(gw, err, errlen);
     if (st)
@@ -505,6 +507,8 @@ void tb_gateway_destroy(tb_gateway_t *gw)
     free(gw->loops);
     gw_fanout_destroy(gw->fanout);
     gw_users_destroy(gw->users);
+    /* After the inboxes: their cleanup finished the last jobs, which left the table. */
+    gw_idem_table_destroy(gw->idem);
     if (gw->listen_fd >= 0)
         close(gw->listen_fd);
     if (gw->accept_wake_fd >= 0)

@@ -99,6 +99,8 @@ tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_option
         return tb__store_fail(err, TB_EINVAL, TB_STORE_R_INVALID, "no store URL given");
     tb_store_options_t o;
     tb_status st = resolve_options(opts, &o, err);
+    if (!st)
+        st = tb__store_idem_check_options(opts, err);
     if (st)
         return st;
     const struct tb_store_ops *ops = find_backend(url, err);
@@ -111,7 +113,14 @@ tb_status tb_store_open(tb_store_t **out, const char *url, const tb_store_option
     s->ops = ops;
     s->lease_ms = o.lease_s * 1000;
     s->outbox = !o.no_outbox;
-    pthread_mutex_init(&s->lock, NULL);
+    tb__store_idem_init(s, opts);
+    /* Recursive: an *_answered call (store_idempotency.c) holds the lock across the public
+     * call it extends, so nothing else runs inside its transaction. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&s->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     *out = s;
     return TB_OK;
 }

@@ -95,6 +95,23 @@ struct tb_store_ops {
     /* Depth, oldest row's age (database clock) and set-aside count. */
     tb_status (*outbox_stats)(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
                               int64_t *set_aside, tb_store_err_t *err);
+    /* Idempotency-Key records (store_*_idempotency.c); rec's user, key and hash are set. */
+    /* Reserves (user, key) for token or reads what holds it: rec->outcome, token or answer. */
+    tb_status (*idem_reserve)(tb_store_t *s, tb_store_idem_t *rec, const char *token,
+                              tb_store_err_t *err);
+    /* Answers rec's reservation (rec->token); *lost if no unanswered one holds that token. */
+    tb_status (*idem_record)(tb_store_t *s, const tb_store_idem_t *rec, int status,
+                             const char *body, bool *lost, tb_store_err_t *err);
+    /* Deletes rec's reservation if it is still unanswered. */
+    tb_status (*idem_release)(tb_store_t *s, const tb_store_idem_t *rec, tb_store_err_t *err);
+    /* Deletes up to max rows older than the TTL, oldest first. */
+    tb_status (*idem_prune)(tb_store_t *s, int max, int *pruned, tb_store_err_t *err);
+    /* Opens a write transaction that every following call on s joins until wrap_end: their
+     * own begin and commit do nothing, a rollback ends it (store_idempotency.c). */
+    tb_status (*wrap_begin)(tb_store_t *s, tb_store_err_t *err);
+    /* Commits (commit set) or rolls back the wrapping transaction; a commit that wrote outbox
+     * rows sets outbox_written. Without commit it never fails. */
+    tb_status (*wrap_end)(tb_store_t *s, bool commit, tb_store_err_t *err);
 };
 
 /** The base every backend struct embeds first. Owned by store.c after open. */
@@ -106,6 +123,8 @@ struct tb_store {
     bool outbox_written;  /* under lock: the running call committed outbox rows */
     tb_store_outbox_cb outbox_cb;
     void *outbox_ud;
+    int64_t idem_ttl_ms;   /* Idempotency-Key answers are kept this long */
+    int64_t idem_lease_ms; /* an unanswered reservation holds its key this long */
 };
 
 /** A change event ready for an outbox insert (store_outbox.c). */
@@ -183,7 +202,26 @@ tb_topology_status tb__store_claim_status(tb_store_claim_kind kind);
 /** Parses "deploy"/"teardown" (a stored claim_kind); false for anything else. */
 bool tb__store_claim_kind_parse(const char *name, tb_store_claim_kind *out);
 
-/** Ends a call that may have committed outbox rows: unlocks s, then tells the listener. */
+/**
+ * Checks the Idempotency-Key options of opts (may be NULL) at open
+ * (store_idempotency.c). TB_OK or TB_EINVAL with err filled.
+ */
+tb_status tb__store_idem_check_options(const tb_store_options_t *opts, tb_store_err_t *err);
+/** Sets s's Idempotency-Key TTL and lease from opts (may be NULL: the defaults). */
+void tb__store_idem_init(tb_store_t *s, const tb_store_options_t *opts);
+
+/**
+ * Whether a stored Idempotency-Key row still holds its key at now_ms (every
+ * backend's rule, by its database's clock): its answer is younger than the
+ * TTL, or, unanswered, its lease has not lapsed.
+ */
+bool tb__store_idem_row_holds(const tb_store_t *s, bool answered, int64_t created_at,
+                              int64_t lease_until, int64_t now_ms);
+
+/**
+ * Ends a call that may have committed outbox rows: unlocks s->lock, then
+ * tells the outbox listener. The store.c wrappers end this way.
+ */
 void tb__store_unlock_and_notify(tb_store_t *s);
 
 /** err, or scratch when err is NULL, cleared. */

@@ -373,14 +373,16 @@ tb_status tb__pg_set_timeouts(tb_pg_store_t *q, int timeout_ms, tb_store_err_t *
                     1, values, NULL, "set timeouts", err);
 }
 
-/* Prepares every statement on the current connection (again after a reconnect). */
+/* Prepares every statement on the current connection (again after a reconnect): the
+ * table above, then the idempotency statements, numbered after it. */
 static tb_status prepare_all(tb_pg_store_t *q, tb_store_err_t *err)
 {
     tb_status st = TB_OK;
-    for (int i = 0; !st && i < TB_PG_COUNT; i++) {
+    for (int i = 0; !st && i < TB_PG_COUNT + TB_PG_IDEM_COUNT; i++) {
         char name[8];
         stmt_name((tb_pg_stmt)i, name);
-        if (!PQsendPrepare(q->conn, name, stmt_sql[i], 0, NULL))
+        const char *sql = i < TB_PG_COUNT ? stmt_sql[i] : tb__pg_idem_sql[i - TB_PG_COUNT];
+        if (!PQsendPrepare(q->conn, name, sql, 0, NULL))
             st = lost(q, "prepare", err);
         else
             st = await(q, "prepare", NULL, err);
@@ -537,6 +539,17 @@ static void rollback_quietly(tb_pg_store_t *q)
 tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *ctx, json_t **out,
                     tb_store_err_t *err)
 {
+    if (q->wrapped) {
+        /* The wrap's transaction is this one: tb__pg_wrap_end commits or rolls back. */
+        json_decref(*out);
+        *out = NULL;
+        tb_status st = fn(q, ctx, out, err);
+        if (st) {
+            json_decref(*out);
+            *out = NULL;
+        }
+        return st;
+    }
     for (int attempt = 1;; attempt++) {
         json_decref(*out);
         *out = NULL;
@@ -571,6 +584,44 @@ tb_status tb__pg_tx(tb_pg_store_t *q, const char *begin, tb_pg_tx_fn fn, void *c
         if (gone && (st = reprepare(q, err)) != TB_OK)
             return st;
     }
+}
+
+tb_status tb__pg_wrap_begin(tb_store_t *s, tb_store_err_t *err)
+{
+    tb_pg_store_t *q = tb__pg_from(s);
+    TB_ASSERT(!q->wrapped && !q->in_tx);
+    q->sqlstate[0] = '\0';
+    q->outbox_added = false;
+    tb_status st = ensure_connected(q, false, err);
+    if (!st)
+        st = tb__pg_exec(q, TB_PG_BEGIN, 0, NULL, NULL, "begin", err);
+    if (st)
+        return st;
+    q->in_tx = true;
+    q->wrapped = true;
+    return TB_OK;
+}
+
+tb_status tb__pg_wrap_end(tb_store_t *s, bool commit, tb_store_err_t *err)
+{
+    tb_pg_store_t *q = tb__pg_from(s);
+    q->wrapped = false;
+    q->in_tx = false;
+    tb_status st = TB_OK;
+    if (commit && !q->conn)
+        st = unavailable(err, "the connection was lost during the transaction");
+    else if (commit)
+        st = tb__pg_exec(q, "COMMIT", 0, NULL, NULL, "commit", err);
+    if (commit && !st) {
+        /* As in tb__pg_tx: the listener hears only of committed rows. A deadlock or
+         * serialization failure is not retried here (the caller's request fails with
+         * TB_ETIMEDOUT and may be sent again). */
+        if (q->outbox_added)
+            q->base.outbox_written = true;
+        return TB_OK;
+    }
+    rollback_quietly(q);
+    return st;
 }
 
 tb_status tb__pg_corrupt(tb_pg_store_t *q, const char *what, const char *id, tb_store_err_t *err)
@@ -729,4 +780,10 @@ const struct tb_store_ops tb__store_pg_ops = {
     .outbox_delete = tb__pg_outbox_delete,
     .outbox_set_aside = tb__pg_outbox_set_aside,
     .outbox_stats = tb__pg_outbox_stats,
+    .idem_reserve = tb__pg_idem_reserve,
+    .idem_record = tb__pg_idem_record,
+    .idem_release = tb__pg_idem_release,
+    .idem_prune = tb__pg_idem_prune,
+    .wrap_begin = tb__pg_wrap_begin,
+    .wrap_end = tb__pg_wrap_end,
 };

@@ -63,6 +63,25 @@ typedef enum tb_pg_stmt {
     TB_PG_COUNT,
 } tb_pg_stmt;
 
+/**
+ * The Idempotency-Key statements (their SQL is tb__pg_idem_sql, in
+ * store_pg_idempotency.c), prepared on every connection after the others
+ * and run as TB_PG_IDEM_STMT(i).
+ */
+typedef enum tb_pg_idem_stmt {
+    TB_PG_IDEM_TAKE,
+    TB_PG_IDEM_GET,
+    TB_PG_IDEM_ANSWER,
+    TB_PG_IDEM_RELEASE,
+    TB_PG_IDEM_PRUNE,
+    TB_PG_IDEM_COUNT,
+} tb_pg_idem_stmt;
+
+extern const char *const tb__pg_idem_sql[TB_PG_IDEM_COUNT];
+
+/** The statement index of idempotency statement i, numbered after tb_pg_stmt's. */
+#define TB_PG_IDEM_STMT(i) ((tb_pg_stmt)(TB_PG_COUNT + (int)(i)))
+
 typedef struct tb_pg_store {
     struct tb_store base;  /* first: store.c sees only this */
     PGconn *conn;          /* NULL while the database is unreachable */
@@ -76,6 +95,7 @@ typedef struct tb_pg_store {
     bool migrating;        /* tb__pg_migrate runs: no statement deadline */
     bool outbox_added;     /* the running transaction inserted outbox rows (see tb__pg_tx) */
     char sqlstate[6];      /* of the last failed statement; "" if none */
+    bool wrapped;          /* a wrapping transaction is open (tb__pg_wrap_begin) */
 } tb_pg_store_t;
 
 static inline tb_pg_store_t *tb__pg_from(tb_store_t *s)
@@ -132,7 +152,9 @@ tb_status tb__pg_command(tb_pg_store_t *q, tb_pg_stmt idx, int n, const char *co
 typedef tb_status (*tb_pg_tx_fn)(tb_pg_store_t *q, void *ctx, json_t **out, tb_store_err_t *err);
 
 /**
- * Runs fn inside `begin` … COMMIT. On a serialization failure or deadlock
+ * Runs fn inside `begin` … COMMIT. Inside a wrapping transaction
+ * (tb__pg_wrap_begin) fn runs once in that transaction instead, and the
+ * wrap commits or rolls back. On a serialization failure or deadlock
  * (SQLSTATE 40001, 40P01) the transaction is rolled back and run again, a
  * bounded number of times; *out is released before every attempt and after
  * a failure, so on error it is NULL. Sets base.outbox_written once a
@@ -214,6 +236,18 @@ tb_status tb__pg_outbox_set_aside(tb_store_t *s, int64_t seq, const char *reason
                                   tb_store_err_t *err);
 tb_status tb__pg_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
                               int64_t *set_aside, tb_store_err_t *err);
+
+/* The wrapping transaction of the *_answered calls (store_pg.c). */
+tb_status tb__pg_wrap_begin(tb_store_t *s, tb_store_err_t *err);
+tb_status tb__pg_wrap_end(tb_store_t *s, bool commit, tb_store_err_t *err);
+
+/* Idempotency-Key records (store_pg_idempotency.c). */
+tb_status tb__pg_idem_reserve(tb_store_t *s, tb_store_idem_t *rec, const char *token,
+                              tb_store_err_t *err);
+tb_status tb__pg_idem_record(tb_store_t *s, const tb_store_idem_t *rec, int status,
+                             const char *body, bool *lost, tb_store_err_t *err);
+tb_status tb__pg_idem_release(tb_store_t *s, const tb_store_idem_t *rec, tb_store_err_t *err);
+tb_status tb__pg_idem_prune(tb_store_t *s, int max, int *pruned, tb_store_err_t *err);
 
 /**
  * Records a change event inside the caller's transaction (tb__pg_tx only):

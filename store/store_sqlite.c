@@ -169,6 +169,8 @@ static int run_simple(tb_sq_store_t *q, tb_sq_stmt idx)
 
 tb_status tb__sq_begin(tb_sq_store_t *q, bool immediate, tb_store_err_t *err)
 {
+    if (q->wrapped)
+        return TB_OK;
     int rc = run_simple(q, immediate ? TB_SQ_BEGIN_IMMEDIATE : TB_SQ_BEGIN);
     if (rc != SQLITE_DONE)
         return tb__sq_error(q, rc, immediate ? "begin immediate" : "begin", err);
@@ -184,6 +186,8 @@ void tb__sq_rollback(tb_sq_store_t *q)
 
 tb_status tb__sq_commit(tb_sq_store_t *q, tb_store_err_t *err)
 {
+    if (q->wrapped)
+        return TB_OK; /* tb__sq_wrap_end commits, and tells the listener then */
     int rc = run_simple(q, TB_SQ_COMMIT);
     if (rc == SQLITE_DONE) {
         /* Only a committed outbox row is worth waking the relay for. */
@@ -399,7 +403,7 @@ static tb_status prepare_all(tb_sq_store_t *q, tb_store_err_t *err)
         if (rc != SQLITE_OK)
             return tb__sq_error(q, rc, "prepare", err);
     }
-    return TB_OK;
+    return tb__sq_idem_prepare(q, err);
 }
 
 static void sq_close(tb_store_t *s)
@@ -407,6 +411,7 @@ static void sq_close(tb_store_t *s)
     tb_sq_store_t *q = tb__sq_from(s);
     for (int i = 0; i < TB_SQ_COUNT; i++)
         sqlite3_finalize(q->stmt[i]);
+    tb__sq_idem_finalize(q);
     sqlite3_close(q->db);
     free(q->path);
     free(q);
@@ -476,4 +481,10 @@ const struct tb_store_ops tb__store_sqlite_ops = {
     .outbox_delete = tb__sq_outbox_delete,
     .outbox_set_aside = tb__sq_outbox_set_aside,
     .outbox_stats = tb__sq_outbox_stats,
+    .idem_reserve = tb__sq_idem_reserve,
+    .idem_record = tb__sq_idem_record,
+    .idem_release = tb__sq_idem_release,
+    .idem_prune = tb__sq_idem_prune,
+    .wrap_begin = tb__sq_wrap_begin,
+    .wrap_end = tb__sq_wrap_end,
 };

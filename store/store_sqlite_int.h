@@ -65,12 +65,24 @@ typedef enum tb_sq_stmt {
     TB_SQ_COUNT,
 } tb_sq_stmt;
 
+/** The Idempotency-Key statements; the SQL is in store_sqlite_idempotency.c. */
+typedef enum tb_sq_idem_stmt {
+    TB_SQ_IDEM_GET,
+    TB_SQ_IDEM_PUT,
+    TB_SQ_IDEM_ANSWER,
+    TB_SQ_IDEM_RELEASE,
+    TB_SQ_IDEM_PRUNE,
+    TB_SQ_IDEM_COUNT,
+} tb_sq_idem_stmt;
+
 typedef struct tb_sq_store {
     struct tb_store base; /* first: store.c sees only this */
     sqlite3 *db;
     char *path; /* for log context */
     sqlite3_stmt *stmt[TB_SQ_COUNT];
     bool outbox_pending; /* the open transaction added outbox rows */
+    sqlite3_stmt *idem_stmt[TB_SQ_IDEM_COUNT];
+    bool wrapped; /* a wrapping transaction is open (tb__sq_wrap_begin): begin/commit join it */
 } tb_sq_store_t;
 
 static inline tb_sq_store_t *tb__sq_from(tb_store_t *s)
@@ -88,7 +100,11 @@ tb_status tb__sq_error(tb_sq_store_t *q, int rc, const char *what, tb_store_err_
 /** Logs a row the backend cannot decode and returns TB_EBACKEND. */
 tb_status tb__sq_corrupt(tb_sq_store_t *q, const char *what, const char *id, tb_store_err_t *err);
 
-/** Runs BEGIN (read transactions) or BEGIN IMMEDIATE (read-then-write). */
+/**
+ * Runs BEGIN (read transactions) or BEGIN IMMEDIATE (read-then-write).
+ * Inside a wrapping transaction (tb__sq_wrap_begin) begin and commit do
+ * nothing: the wrap's transaction is the call's; a rollback ends it.
+ */
 tb_status tb__sq_begin(tb_sq_store_t *q, bool immediate, tb_store_err_t *err);
 /** Commits; on failure rolls back and maps the error. */
 tb_status tb__sq_commit(tb_sq_store_t *q, tb_store_err_t *err);
@@ -162,6 +178,20 @@ tb_status tb__sq_outbox_set_aside(tb_store_t *s, int64_t seq, const char *reason
                                   tb_store_err_t *err);
 tb_status tb__sq_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
                               int64_t *set_aside, tb_store_err_t *err);
+
+/* Idempotency-Key records and the wrapping transaction (store_sqlite_idempotency.c). */
+tb_status tb__sq_idem_reserve(tb_store_t *s, tb_store_idem_t *rec, const char *token,
+                              tb_store_err_t *err);
+tb_status tb__sq_idem_record(tb_store_t *s, const tb_store_idem_t *rec, int status,
+                             const char *body, bool *lost, tb_store_err_t *err);
+tb_status tb__sq_idem_release(tb_store_t *s, const tb_store_idem_t *rec, tb_store_err_t *err);
+tb_status tb__sq_idem_prune(tb_store_t *s, int max, int *pruned, tb_store_err_t *err);
+tb_status tb__sq_wrap_begin(tb_store_t *s, tb_store_err_t *err);
+tb_status tb__sq_wrap_end(tb_store_t *s, bool commit, tb_store_err_t *err);
+/** Prepares the Idempotency-Key statements (at open, after the others). */
+tb_status tb__sq_idem_prepare(tb_sq_store_t *q, tb_store_err_t *err);
+/** Finalizes them (at close). */
+void tb__sq_idem_finalize(tb_sq_store_t *q);
 
 /**
  * Records a change event inside the caller's write transaction: family's

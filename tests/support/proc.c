@@ -3,6 +3,7 @@
  * with posix_spawn and always stopped by PID and reaped by the test.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -293,8 +294,53 @@ bool tb_test_nats_start_monitored(tb_test_nats_t *n, bool jetstream)
     return nats_start(n, 0, jetstream, true);
 }
 
+/* True if every thread of pid shows state T (stopped) in /proc. */
+static bool threads_stopped(void *ud)
+{
+    pid_t pid = *(const pid_t *)ud;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool all = true;
+    int seen = 0;
+    for (struct dirent *e; all && (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[400], buf[512];
+        snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        buf[len > 0 ? len : 0] = '\0';
+        /* "tid (comm) S ...": the state follows the last ')'. */
+        const char *rp = strrchr(buf, ')');
+        all = rp && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't');
+        seen++;
+    }
+    closedir(d);
+    return all && seen > 0;
+}
+
+bool tb_test_wait_stopped(pid_t pid, int timeout_ms)
+{
+    return tb_test_wait_until(threads_stopped, &pid, timeout_ms);
+}
+
+bool tb_test_nats_freeze(tb_test_nats_t *n, bool frozen)
+{
+    if (n->pid <= 0 || kill(n->pid, frozen ? SIGSTOP : SIGCONT) != 0)
+        return false;
+    n->frozen = frozen;
+    return !frozen || tb_test_wait_stopped(n->pid, 5000);
+}
+
 void tb_test_nats_kill(tb_test_nats_t *n, int sig)
 {
+    if (n->frozen)
+        tb_test_nats_freeze(n, false); /* a stopped process would not act on sig */
     if (n->pid > 0) {
         tb_test_stop(n->pid, sig, 5000);
         track_nats(n->pid, 0);

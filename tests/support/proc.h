@@ -43,6 +43,9 @@ bool tb_test_wait_port_closed(int port, int timeout_ms);
  */
 int tb_test_stop(pid_t pid, int sig, int timeout_ms);
 
+/** True once every thread of pid is stopped (SIGSTOP took effect), false after timeout_ms. */
+bool tb_test_wait_stopped(pid_t pid, int timeout_ms);
+
 /** Polls cond(ud) every few milliseconds until true or timeout_ms passes. */
 bool tb_test_wait_until(bool (*cond)(void *ud), void *ud, int timeout_ms);
 
@@ -59,6 +62,7 @@ typedef struct tb_test_nats {
     int monitor_port;    /* the HTTP monitoring port (-m), 0 if none */
     char store_dir[128]; /* JetStream store (removed by tb_test_nats_stop) */
     char url[64];        /* nats://127.0.0.1:<port> */
+    bool frozen;         /* SIGSTOPped by tb_test_nats_freeze */
 } tb_test_nats_t;
 
 /**
@@ -75,6 +79,15 @@ bool tb_test_nats_start(tb_test_nats_t *n, int port, bool jetstream);
  * restarts).
  */
 bool tb_test_nats_start_monitored(tb_test_nats_t *n, bool jetstream);
+
+/**
+ * Freezes the server (SIGSTOP: a silent dead peer, its connections open and
+ * unanswered) or thaws it (SIGCONT). Freezing returns once every thread of
+ * the server has stopped (a signal takes effect a little after kill()
+ * returns, later on a loaded machine), false if that takes over 5 s.
+ * Stopping or killing a frozen server thaws it first.
+ */
+bool tb_test_nats_freeze(tb_test_nats_t *n, bool frozen);
 
 /** Kills the server (sig: SIGKILL for a crash, SIGTERM for a stop) and reaps it. */
 void tb_test_nats_kill(tb_test_nats_t *n, int sig);

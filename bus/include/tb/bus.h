@@ -104,6 +104,11 @@ typedef struct tb_bus_options {
     int replay_max;                /* nats: replays (each a short-lived JetStream consumer)
                                       under way at once; more wait for a place within their
                                       time, then answer TB_ETIMEDOUT (4) */
+    int ping_interval_ms;          /* nats: the client pings the server this often (1000) */
+    int max_pings_out;             /* nats: unanswered pings before the connection counts as
+                                      dead and is replaced (5); a silent peer (frozen server,
+                                      cut network) is DOWN after max_pings_out to
+                                      max_pings_out + 1 intervals: 5-6 s */
     bool retry_first_connect;      /* nats: a failed first connect keeps trying (true) */
     int publish_buffer_bytes;      /* nats: publishes buffered during an outage (8 MiB) */
     int sub_pending_msgs;          /* nats: per-subscription queue before drops (262144) */

@@ -106,6 +106,10 @@ typedef struct tb_store_options {
                                events nobody would relay (see "The outbox" below) */
     bool sqlite_normal_sync; /* SQLite: synchronous=NORMAL instead of FULL: a commit survives a
                                 process crash but may be lost with the machine's power */
+    int64_t idempotency_ttl_ms;   /* how long an Idempotency-Key answer is kept; 0 = 24 h
+                                     (shorter only for tests: CONTRACT §4 says 24 h) */
+    int64_t idempotency_lease_ms; /* how long a reservation blocks its key without an answer
+                                     (its owner may have crashed); 0 = 60 s; < the TTL */
 } tb_store_options_t;
 
 /** Stable snake_case code of a reason ("version_conflict", "not_mutable", ...); never NULL. */
@@ -479,6 +483,140 @@ tb_status tb_store_outbox_set_aside(tb_store_t *s, int64_t seq, const char *reas
 /** Rows waiting and the age of the oldest (0 when empty), in ms by the database's clock. */
 tb_status tb_store_outbox_stats(tb_store_t *s, int64_t *depth, int64_t *oldest_age_ms,
                                 int64_t *set_aside, tb_store_err_t *err);
+
+/*
+ * Idempotency-Key records (CONTRACT §4, DESIGN "The store"). A request that
+ * carries a key first reserves (user, key) with the hash of the request, in
+ * a transaction of its own, before it changes anything. Then it records its
+ * answer: a change records it in the change's own transaction (the
+ * *_answered calls below), so a committed change always has its answer and
+ * a crash can never leave one without the other; an answer that changed
+ * nothing (a 4xx) is recorded afterwards (tb_store_idem_record); an answer
+ * not worth keeping (a 5xx: the client should retry) gives the reservation
+ * up (tb_store_idem_release). A repeat of (user, key) within the TTL (24 h)
+ * gets the recorded answer; with another request hash it is a mismatch;
+ * while the reservation is held it is in flight. A reservation whose owner
+ * never answers (a crash) lapses after the lease (60 s) and the key can be
+ * reserved again. Every reservation carries a fencing token: recording
+ * needs it, so an owner whose lease lapsed and was taken over can never
+ * record over the new owner, and its change is rolled back instead. Leases
+ * and ages are the database's clock. Expired rows are pruned in small
+ * batches whenever a key is reserved anew.
+ */
+
+#define TB_STORE_IDEM_KEY_MAX 255      /* bytes of a key: printable ASCII (0x20..0x7e) */
+#define TB_STORE_IDEM_USER_MAX 256     /* bytes of a user (a token's `sub`), UTF-8 */
+#define TB_STORE_IDEM_HASH_LEN 64      /* a request hash: lowercase hex SHA-256 */
+#define TB_STORE_IDEM_TOKEN_LEN 32     /* a reservation's fencing token: lowercase hex */
+#define TB_STORE_IDEM_BODY_MAX (2 * 1024 * 1024) /* bytes of a recorded answer body */
+#define TB_STORE_IDEM_TTL_DEFAULT_S (24 * 3600)
+#define TB_STORE_IDEM_LEASE_DEFAULT_S 60
+#define TB_STORE_IDEM_PRUNE_MAX 10000  /* rows one tb_store_idem_prune call may delete */
+
+/** What a reservation attempt found. */
+typedef enum tb_idem_outcome {
+    TB_IDEM_RESERVED = 0, /* the key is now this caller's: do the work, then record or release */
+    TB_IDEM_REPLAY,       /* answered before, with this request hash: status and body */
+    TB_IDEM_IN_FLIGHT,    /* reserved by an earlier request with this hash, not answered yet */
+    TB_IDEM_MISMATCH,     /* used before with another request hash (answered or in flight) */
+} tb_idem_outcome;
+
+/** A key, its request and what tb_store_idem_reserve found. Plain data. */
+typedef struct tb_store_idem {
+    char user[TB_STORE_IDEM_USER_MAX + 1];
+    char key[TB_STORE_IDEM_KEY_MAX + 1];
+    char hash[TB_STORE_IDEM_HASH_LEN + 1];
+    char token[TB_STORE_IDEM_TOKEN_LEN + 1]; /* RESERVED: this caller's fencing token */
+    tb_idem_outcome outcome;
+    int status; /* REPLAY: the recorded status */
+    char *body; /* REPLAY: the recorded body (new; tb_store_idem_cleanup frees it), else NULL */
+} tb_store_idem_t;
+
+/**
+ * Reserves key for user with the request's hash (TB_STORE_IDEM_HASH_LEN
+ * lowercase hex), in one transaction: a key never seen, or whose answer is
+ * older than the TTL, or whose reservation lapsed, becomes this caller's
+ * (RESERVED, with a fresh token); otherwise *out says what holds it
+ * (REPLAY with the answer, IN_FLIGHT, MISMATCH). Reserving anew also prunes
+ * a few expired rows. *out is filled (call tb_store_idem_cleanup) also on
+ * error; user, key and hash may point into *out (a reservation made
+ * again). TB_EINVAL (user not 1..256 bytes of UTF-8, key not 1..255
+ * printable ASCII, bad hash), TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_idem_reserve(tb_store_t *s, const char *user, const char *key,
+                                const char *hash, tb_store_idem_t *out, tb_store_err_t *err);
+
+/**
+ * Records the answer (status 100..599, body up to TB_STORE_IDEM_BODY_MAX
+ * bytes of UTF-8) of the reservation rec (RESERVED) that changed nothing.
+ * TB_ECONFLICT (reason wrong_state) if the reservation is no longer rec's:
+ * answered already, or lapsed and reserved by another request, or pruned.
+ * TB_EINVAL, TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_idem_record(tb_store_t *s, const tb_store_idem_t *rec, int status,
+                               const char *body, tb_store_err_t *err);
+
+/**
+ * Gives the reservation rec up unanswered, so the key can be used again at
+ * once (after a 5xx). TB_OK also if it is no longer rec's, or was answered
+ * (a change that committed although the caller saw a failure keeps its
+ * answer). TB_EINVAL, TB_ECLOSED, TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_idem_release(tb_store_t *s, const tb_store_idem_t *rec, tb_store_err_t *err);
+
+/**
+ * Deletes up to max (1..TB_STORE_IDEM_PRUNE_MAX) rows older than the TTL,
+ * oldest first; *pruned (may be NULL) gets the count. TB_EINVAL, TB_ECLOSED,
+ * TB_ETIMEDOUT, TB_EBACKEND.
+ */
+tb_status tb_store_idem_prune(tb_store_t *s, int max, int *pruned, tb_store_err_t *err);
+
+/** Frees rec->body and clears it. Accepts NULL. */
+void tb_store_idem_cleanup(tb_store_idem_t *rec);
+
+/**
+ * Builds the answer body recorded for a change from the call's result
+ * (borrowed: the document, the mutation row, or for a transition
+ * {"id","status","previous"}). Returns a new string (malloc), or NULL to
+ * fail the call. Runs once, inside the call's transaction, under the
+ * store's lock, on the calling thread: it must only format, never block or
+ * call the store.
+ */
+typedef char *(*tb_store_answer_cb)(const json_t *result, void *ud);
+
+/** The answer a change records in its transaction (the *_answered calls). */
+typedef struct tb_store_answer {
+    const tb_store_idem_t *rec; /* the caller's reservation (outcome RESERVED) */
+    int status;                 /* the status recorded with the body: 100..599 */
+    tb_store_answer_cb build;   /* the body from the result */
+    void *ud;                   /* passed to build */
+    char *body;                 /* out: on TB_OK the body recorded (new: free it), else NULL */
+    bool lost;                  /* out: the reservation was no longer the caller's (answered,
+                                   or lapsed and taken over): nothing was changed, and the
+                                   call failed with TB_ECONFLICT (reason wrong_state) */
+} tb_store_answer_t;
+
+/**
+ * tb_store_topology_create, tb_store_topology_transition and
+ * tb_store_mutation_enqueue with the same arguments, validation, results and
+ * statuses, which in the same transaction also record answer's status and
+ * the body built from the result for the reservation answer->rec: both are
+ * committed or neither is. On any failure nothing is recorded and the
+ * reservation stays in flight (record or release it). Also TB_EINVAL for an
+ * invalid answer, and TB_ECONFLICT with answer->lost set (see there).
+ */
+tb_status tb_store_topology_create_answered(tb_store_t *s, const char *name, const json_t *nodes,
+                                            const json_t *links, tb_store_answer_t *answer,
+                                            json_t **doc, tb_store_err_t *err);
+tb_status tb_store_topology_transition_answered(tb_store_t *s, const char *id,
+                                                tb_topology_status expected_from,
+                                                tb_topology_status to, const char *reason,
+                                                tb_store_answer_t *answer,
+                                                tb_topology_status *previous, tb_store_err_t *err);
+tb_status tb_store_mutation_enqueue_answered(tb_store_t *s, const char *topology_id,
+                                             const char *op, const json_t *payload,
+                                             int64_t expected_version, tb_store_answer_t *answer,
+                                             json_t **row, tb_store_err_t *err);
 
 /* Typed accessors over the rows and documents above. Returned strings are
  * borrowed from the json value (valid while it lives); NULL/-1 if absent. */

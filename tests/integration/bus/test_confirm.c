@@ -242,11 +242,11 @@ static void test_confirm_jetstream_stopped_server_times_out_then_retry_confirms(
     tb_bus_t *bus = open_bus(srv.url, NULL);
     batch_t b;
     batch_init(&b, BATCH);
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+    assert_true(tb_test_nats_freeze(&srv, true));
     long long t0 = tb_test_now_ms();
     tb_status st = tb_bus_publish_confirmed(bus, b.items, b.n, STALL_MS);
     long long took = tb_test_now_ms() - t0;
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
+    assert_true(tb_test_nats_freeze(&srv, false));
     assert_int_equal(st, TB_ETIMEDOUT);
     results_are(&b, TB_ETIMEDOUT);
     assert_true(took >= STALL_MS - 5);
@@ -312,7 +312,7 @@ static void watchdog_disarm(watchdog_t *w)
  */
 static void frozen_server_keeps_the_deadline(tb_test_nats_t *srv, tb_bus_t *bus, batch_t *b)
 {
-    assert_int_equal(kill(srv->pid, SIGSTOP), 0);
+    assert_true(tb_test_nats_freeze(srv, true));
     watchdog_t w = {.mu = PTHREAD_MUTEX_INITIALIZER,
                     .cv = PTHREAD_COND_INITIALIZER,
                     .pid = srv->pid,
@@ -324,7 +324,7 @@ static void frozen_server_keeps_the_deadline(tb_test_nats_t *srv, tb_bus_t *bus,
     long long took = tb_test_now_ms() - t0;
     watchdog_disarm(&w);
     assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(kill(srv->pid, SIGCONT), 0);
+    assert_true(tb_test_nats_freeze(srv, false));
     if (took > STALL_MS + MARGIN_MS)
         fail_msg("returned after %lld ms, deadline %d ms", took, STALL_MS);
     assert_int_equal(st, TB_ETIMEDOUT);

@@ -183,7 +183,7 @@ static void test_jetstream_not_answering_is_left_alone_then_asked_again(void **s
     assert_int_equal(tb_bus_publish(bus, "topology.t1.status", NULL, "{\"n\":1}", 7), TB_OK);
     assert_true(wait_count(&live, 1, WAIT_MS));
 
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+    assert_true(tb_test_nats_freeze(&srv, true));
     collector_t replayed;
     collector_init(&replayed);
     assert_int_equal(tb_bus_replay(bus, "topology.t1.>", &start, collect_event, &replayed),
@@ -199,7 +199,7 @@ static void test_jetstream_not_answering_is_left_alone_then_asked_again(void **s
     assert_true(js_skipped(bus) > skipped);
     assert_int_equal(replayed.n, 0);
 
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
+    assert_true(tb_test_nats_freeze(&srv, false));
     /* After the quiet period one request probes, and replays work again. */
     tb_status st = TB_ETIMEDOUT;
     for (long long end = tb_test_now_ms() + 10000; st != TB_OK && tb_test_now_ms() < end;) {

@@ -241,6 +241,43 @@ static void test_nats_restart_down_up_and_subscriptions_survive(void **state)
     tb_test_nats_stop(&srv);
 }
 
+static void test_nats_silent_dead_server_is_noticed_by_pings(void **state)
+{
+    (void)state;
+    tb_test_nats_t srv;
+    assert_true(tb_test_nats_start(&srv, 0, false));
+    /* The defaults notice a silent peer within 10 s: pings every interval, DOWN once more
+     * than max_pings_out are unanswered. */
+    tb_bus_options_t o;
+    tb_bus_options_init(&o);
+    assert_true(o.ping_interval_ms > 0 && o.max_pings_out > 0);
+    assert_true((long long)o.ping_interval_ms * (o.max_pings_out + 1) <= 10000);
+    o.ping_interval_ms = 300;
+    o.max_pings_out = 2;
+    tb_bus_t *bus = open_bus(srv.url, &o);
+    assert_int_equal(tb_bus_state(bus), TB_BUS_UP);
+    long long t0 = tb_test_now_ms();
+    /* Frozen, not dead: the connection stays open and nothing answers on it. */
+    assert_true(tb_test_nats_freeze(&srv, true));
+    bool down = wait_state(bus, TB_BUS_DOWN, 5000);
+    print_message("state down %lld ms after SIGSTOP (pings every 300 ms, 2 may be out)\n",
+                  tb_test_now_ms() - t0);
+    tb_test_nats_freeze(&srv, false);
+    assert_true(down);
+    assert_true(wait_state(bus, TB_BUS_UP, 10000));
+    tb_bus_destroy(bus);
+    tb_test_nats_stop(&srv);
+    /* Out-of-range settings are refused. */
+    tb_bus_t *bad = NULL;
+    tb_bus_options_init(&o);
+    o.ping_interval_ms = 50;
+    assert_int_equal(tb_bus_create(&bad, "nats://127.0.0.1:1", &o), TB_EINVAL);
+    tb_bus_options_init(&o);
+    o.max_pings_out = 0;
+    assert_int_equal(tb_bus_create(&bad, "nats://127.0.0.1:1", &o), TB_EINVAL);
+    assert_null(bad);
+}
+
 static void test_nats_outage_buffer_is_bounded_and_drops_counted(void **state)
 {
     (void)state;
@@ -306,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_nats_bad_envelopes_are_counted_not_delivered),
         cmocka_unit_test(test_nats_slow_consumer_drops_reported_per_subscription),
         cmocka_unit_test(test_nats_restart_down_up_and_subscriptions_survive),
+        cmocka_unit_test(test_nats_silent_dead_server_is_noticed_by_pings),
         cmocka_unit_test(test_nats_outage_buffer_is_bounded_and_drops_counted),
         cmocka_unit_test(test_nats_first_connect_retried_in_background),
     };

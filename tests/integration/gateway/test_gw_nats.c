@@ -2,9 +2,14 @@
  * The gateway on a real nats-server: an enqueued mutation and a deploy are
  * seen on NATS by `topobus sub`; with NATS killed, /publish and enqueues
  * still answer 202 and /metrics and /readyz say the bus is down; after a
- * restart events flow again. Also the disabled bus (`--bus none`).
+ * restart events flow again. A frozen server (SIGSTOP: the connection stays
+ * open, nothing answers) is noticed by the default pings within 10 s: the
+ * bus goes down and open streams are told, then up again after SIGCONT.
+ * Also the disabled bus (`--bus none`).
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -176,11 +181,151 @@ static void test_gw_without_a_bus_accepts_and_reports_disabled(void **state)
     free(publisher);
 }
 
+enum { STREAM_BUF = 256 * 1024 };
+
+/* An SSE stream read on its own thread; the text received so far, under mu. */
+typedef struct stream {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    char text[STREAM_BUF];
+    size_t len;
+    atomic_bool stop;
+    char url[2048];
+    tb_http_response_t r;
+} stream_t;
+
+typedef struct ping_fixture {
+    tb_test_nats_t nats;
+    tb_test_gateway_t g;
+    bool gateway_started;
+    stream_t stream;
+    char *token;
+} ping_fixture_t;
+
+static bool on_stream(const char *data, size_t len, void *ud)
+{
+    stream_t *s = ud;
+    pthread_mutex_lock(&s->mu);
+    size_t room = sizeof s->text - 1 - s->len;
+    size_t n = len < room ? len : room;
+    memcpy(s->text + s->len, data, n);
+    s->len += n;
+    s->text[s->len] = '\0';
+    pthread_mutex_unlock(&s->mu);
+    return !atomic_load(&s->stop);
+}
+
+static void *read_stream(void *arg)
+{
+    stream_t *s = arg;
+    tb_http_request_t req = {.url = s->url, .timeout_ms = 60000, .on_body = on_stream, .ud = s};
+    tb_http_do(&req, &s->r);
+    return NULL;
+}
+
+/* Index of needle in the stream's text at or after from, or -1. */
+static long stream_find(stream_t *s, const char *needle, long from)
+{
+    pthread_mutex_lock(&s->mu);
+    const char *hit = from >= 0 && (size_t)from <= s->len ? strstr(s->text + from, needle) : NULL;
+    long at = hit ? (long)(hit - s->text) : -1;
+    pthread_mutex_unlock(&s->mu);
+    return at;
+}
+
+/* Waits up to timeout_ms for needle after from; its index, or -1. */
+static long stream_wait(stream_t *s, const char *needle, long from, int timeout_ms)
+{
+    long long end = tb_test_now_ms() + timeout_ms;
+    for (;;) {
+        long at = stream_find(s, needle, from);
+        if (at >= 0 || tb_test_now_ms() >= end)
+            return at;
+        tb_test_sleep_ms(20);
+    }
+}
+
+static int ping_setup(void **state)
+{
+    ping_fixture_t *f = calloc(1, sizeof *f);
+    pthread_mutex_init(&f->stream.mu, NULL);
+    atomic_init(&f->stream.stop, false);
+    f->nats.pid = -1;
+    *state = f;
+    return 0;
+}
+
+static int ping_teardown(void **state)
+{
+    ping_fixture_t *f = *state;
+    tb_test_nats_freeze(&f->nats, false);
+    /* The stream ends at its next keepalive (every second here), or at its deadline. */
+    atomic_store(&f->stream.stop, true);
+    if (f->stream.started)
+        pthread_join(f->stream.thread, NULL);
+    tb_http_response_cleanup(&f->stream.r);
+    int result = 0;
+    if (f->gateway_started) {
+        int status = tb_test_gateway_stop(&f->g, SIGTERM, 15000);
+        result = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+    }
+    tb_test_gateway_cleanup(&f->g);
+    tb_test_nats_stop(&f->nats);
+    pthread_mutex_destroy(&f->stream.mu);
+    free(f->token);
+    free(f);
+    return result;
+}
+
+static void test_gw_frozen_nats_is_noticed_within_10s_and_streams_are_told(void **state)
+{
+    ping_fixture_t *f = *state;
+    assert_true(tb_test_nats_start(&f->nats, 0, false));
+    const char *env[] = {"TOPOBUS_KEEPALIVE_S=1", NULL};
+    tb_test_gateway_opts_t o = {.bus = f->nats.url, .env = env};
+    f->gateway_started = tb_test_gateway_start(&f->g, &o);
+    assert_true(f->gateway_started);
+    assert_true(bus_up_is(&f->g, 1));
+    f->token = tb_test_token(NULL, "vi", "viewer,editor", 600);
+    tb_http_response_t r;
+    assert_int_equal(gw_req(&f->g, "POST", "/topologies", f->token, "{\"name\":\"ping\"}", &r),
+                     201);
+    char id[64], path[2048];
+    gw_json_str(&r, "id", id, sizeof id);
+    tb_http_response_cleanup(&r);
+    snprintf(path, sizeof path, "/topologies/%s/events?token=%s", id, f->token);
+    tb_test_gateway_url(&f->g, path, f->stream.url, sizeof f->stream.url);
+    assert_int_equal(pthread_create(&f->stream.thread, NULL, read_stream, &f->stream), 0);
+    f->stream.started = true;
+    long snap = stream_wait(&f->stream, "event: snapshot", 0, 10000);
+    assert_true(snap >= 0);
+
+    assert_true(tb_test_nats_freeze(&f->nats, true));
+    long long t0 = tb_test_now_ms();
+    long down = stream_wait(&f->stream, "event: bus\ndata: {\"state\":\"down\"}", snap, 15000);
+    long long took = tb_test_now_ms() - t0;
+    print_message("stream told the bus is down %lld ms after SIGSTOP\n", took);
+    assert_true(down >= 0);
+    assert_true(took <= 10000);
+    assert_int_equal(gw_metric(&f->g, "topobus_bus_up"), 0);
+
+    tb_test_nats_freeze(&f->nats, false);
+    long up = stream_wait(&f->stream, "event: bus\ndata: {\"state\":\"up\"}", down, 15000);
+    assert_true(up >= 0);
+    /* Events may have been missed: a fresh snapshot follows on the same connection. */
+    assert_true(stream_wait(&f->stream, "event: snapshot", up, 10000) >= 0);
+    assert_true(bus_up_is(&f->g, 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gw_events_reach_nats_and_a_dead_nats_changes_no_answer),
         cmocka_unit_test(test_gw_without_a_bus_accepts_and_reports_disabled),
+        cmocka_unit_test_setup_teardown(
+            test_gw_frozen_nats_is_noticed_within_10s_and_streams_are_told, ping_setup,
+            ping_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

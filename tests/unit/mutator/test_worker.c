@@ -478,6 +478,15 @@ static void test_worker_finds_requests_made_before_it_listened(void **state)
     tb_mutator_destroy(m);
 }
 
+/* The worker counts a step after the store call that made it returns, a moment after the
+ * change is visible in the store: wait for the counters too. */
+static bool applied_and_deployed(void *ud)
+{
+    tb_mutator_stats_t st;
+    tb_mutator_stats(ud, &st);
+    return st.applied == 1 && st.deployed == 1;
+}
+
 static void test_worker_thread_polls_without_a_bus(void **state)
 {
     fixture_t *f = *state;
@@ -495,13 +504,9 @@ static void test_worker_thread_polls_without_a_bus(void **state)
         nanosleep(&ts, NULL);
     }
     assert_string_equal(buf, "active");
-    /* The counters move just after the commits the test saw: wait for them too. */
-    tb_mutator_stats_t st = {0};
-    for (int i = 0; i < 300 && (st.applied < 1 || st.deployed < 1); i++) {
-        tb_mutator_stats(m, &st);
-        if (st.applied < 1 || st.deployed < 1)
-            nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
-    }
+    assert_true(wait_for(applied_and_deployed, m, 3000));
+    tb_mutator_stats_t st;
+    tb_mutator_stats(m, &st);
     assert_int_equal(st.applied, 1);
     assert_int_equal(st.deployed, 1);
     assert_true(st.publish_failed > 0); /* no bus: its health is counted, never fatal */
