@@ -87,6 +87,27 @@ static inline void record_state(tb_bus_state_t state, void *ud)
     atomic_fetch_add(&r->changes, 1);
 }
 
+typedef struct recorded_wait {
+    state_rec_t *rec;
+    int want;
+} recorded_wait_t;
+
+static inline bool recorded_is(void *ud)
+{
+    recorded_wait_t *w = ud;
+    return atomic_load(&w->rec->state) == w->want;
+}
+
+/**
+ * True once the listener recorded want, false after timeout_ms. The bus
+ * state changes a moment before its listener is called (on another thread).
+ */
+static inline bool wait_recorded(state_rec_t *rec, tb_bus_state_t want, int timeout_ms)
+{
+    recorded_wait_t w = {rec, (int)want};
+    return tb_test_wait_until(recorded_is, &w, timeout_ms);
+}
+
 typedef struct state_wait {
     tb_bus_t *bus;
     tb_bus_state_t want;
